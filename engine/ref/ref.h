@@ -1,0 +1,71 @@
+/* engine/ref/ref.h — the CPU reference: scalar, readable C that is the executable spec.
+ *
+ * Every Vulkan shader shaders/<x>.comp has a reference ms_ref_<x> here with the same semantics; the
+ * op tests compare the two. No SIMD, no fast-math. Functions never allocate and never fail on
+ * valid shapes; callers own every buffer. Thread-safe (no global state).
+ *
+ * Weight encodings are those the DeepSeek-V4 checkpoint ships (docs: V4_SPEC §2.1):
+ *   F32   data [m][k] float
+ *   BF16  data [m][k] uint16 (bfloat16 bits)
+ *   FP8   data [m][k] uint8 OCP e4m3fn; scale [ceil(m/128)][ceil(k/128)] uint8 e8m0 (2^(e-127))
+ *   FP4   data [m][k/2] uint8 e2m1, element 2j in the low nibble; scale [m][k/32] uint8 e8m0
+ * Activations are F32, stored column after column: x [n][x_stride], y [n][y_stride].
+ */
+#ifndef MS_ENGINE_REF_H
+#define MS_ENGINE_REF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum ms_wenc {
+    MS_WENC_F32 = 0,
+    MS_WENC_BF16 = 1,
+    MS_WENC_FP8 = 2,
+    MS_WENC_FP4 = 3,
+    MS_WENC_COUNT
+} ms_wenc;
+
+const char *ms_wenc_name(ms_wenc enc); /* "f32", "bf16", "fp8", "fp4" */
+
+/* A weight matrix as laid out in the checkpoint. Pointers are borrowed. */
+typedef struct ms_weight_view {
+    ms_wenc enc;
+    uint32_t m;           /* rows (outputs) */
+    uint32_t k;           /* columns (inputs) */
+    const void *data;     /* see the layout table above */
+    const uint8_t *scale; /* FP8/FP4 only, else NULL */
+} ms_weight_view;
+
+/* Byte sizes of the data and scale arrays for an encoding and shape (0 scale bytes for F32/BF16). */
+size_t ms_wenc_data_bytes(ms_wenc enc, uint32_t m, uint32_t k);
+size_t ms_wenc_scale_bytes(ms_wenc enc, uint32_t m, uint32_t k);
+
+/* Exact scalar decoders. e4m3: 0x7F/0xFF are NaN; e8m0: 0xFF is NaN; fp4 takes a nibble 0..15. */
+float ms_ref_bf16_to_f32(uint16_t v);
+float ms_ref_e4m3_to_f32(uint8_t v);
+float ms_ref_e8m0_to_f32(uint8_t v);
+float ms_ref_fp4_to_f32(uint8_t nibble);
+
+/* Decoded weight element W[row, col] for any encoding. */
+float ms_ref_weight_at(const ms_weight_view *w, uint32_t row, uint32_t col);
+
+/* y[c][r] = sum_i W[r, i] * x[c][i] for c < n, r < w->m. Accumulates in double, stores float.
+ * x: [n][x_stride] (x_stride >= k); y: [n][y_stride] (y_stride >= m). One function per encoding
+ * (names match the shaders gemv_<enc>.comp); ms_ref_gemv dispatches on w->enc. */
+void ms_ref_gemv_f32(const ms_weight_view *w, const float *x, uint32_t x_stride, float *y,
+                     uint32_t y_stride, uint32_t n);
+void ms_ref_gemv_bf16(const ms_weight_view *w, const float *x, uint32_t x_stride, float *y,
+                      uint32_t y_stride, uint32_t n);
+void ms_ref_gemv_fp8(const ms_weight_view *w, const float *x, uint32_t x_stride, float *y,
+                     uint32_t y_stride, uint32_t n);
+void ms_ref_gemv_fp4(const ms_weight_view *w, const float *x, uint32_t x_stride, float *y,
+                     uint32_t y_stride, uint32_t n);
+void ms_ref_gemv(const ms_weight_view *w, const float *x, uint32_t x_stride, float *y,
+                 uint32_t y_stride, uint32_t n);
+
+/* RMSNorm with weight: y[r][i] = x[r][i] / sqrt(mean_i(x[r][i]^2) + eps) * w[i].
+ * x, y: [n_rows][dim] (may alias); w: [dim] in w_enc (MS_WENC_F32 or MS_WENC_BF16). */
+void ms_ref_rmsnorm(const float *x, const void *w, ms_wenc w_enc, float *y, uint32_t dim,
+                    uint32_t n_rows, float eps);
+
+#endif

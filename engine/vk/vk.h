@@ -1,0 +1,240 @@
+/* engine/vk/vk.h — the Vulkan core: device, capabilities, memory, pipelines, commands, op recorders.
+ *
+ * Owns: the VkInstance/VkDevice/queue (ms_vk), every memory block and VkBuffer it sub-allocates
+ * (freed by ms_vk_buf_free or at ms_vk_close), the pipelines it builds (cached, freed at close),
+ * and command contexts (ms_vk_cmd, freed by ms_vk_cmd_free).
+ * Errors: every function returns 0 or a negative status (common/status.h); a failing Vulkan call
+ * is logged with its name and VkResult and mapped to -MS_E_VULKAN / -MS_E_DEVICE_OOM /
+ * -MS_E_DEVICE_LOST. After device loss every call returns -MS_E_DEVICE_LOST. Nothing aborts.
+ * Threads: one ms_vk and everything made from it is used by one thread at a time (the caller
+ * serialises); ms_vk_enumerate may be called from any thread.
+ *
+ * Environment: MOESTREAM_DEVICE=N picks physical device N (ms_vk_enumerate order);
+ * MOESTREAM_VALIDATION=1 enables the Khronos validation layer; MOESTREAM_CACHE_DIR overrides the
+ * pipeline-cache directory (default $XDG_CACHE_HOME/moestream or ~/.cache/moestream);
+ * MOESTREAM_DISABLE_PUSH_DESCRIPTOR=1 forces descriptor pools.
+ */
+#ifndef MS_ENGINE_VK_H
+#define MS_ENGINE_VK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <vulkan/vulkan.h>
+
+#include "engine/ref/ref.h"
+
+/* ---------------------------------------------------------------- capabilities */
+
+#define MS_VK_MAX_HEAPS 16
+#define MS_VK_MAX_TYPES 32
+
+typedef struct ms_vk_caps {
+    uint32_t index; /* position in enumeration order (MOESTREAM_DEVICE value) */
+    char device_name[VK_MAX_PHYSICAL_DEVICE_NAME_SIZE];
+    char driver_name[VK_MAX_DRIVER_NAME_SIZE];
+    char driver_info[VK_MAX_DRIVER_INFO_SIZE];
+    uint32_t vendor_id, device_id, driver_id;
+    VkPhysicalDeviceType type;
+    uint32_t api_version, driver_version;
+    uint8_t device_uuid[VK_UUID_SIZE];
+    uint8_t pipeline_cache_uuid[VK_UUID_SIZE];
+
+    uint32_t subgroup_size;     /* default size in compute shaders */
+    uint32_t subgroup_size_min; /* with size control; = subgroup_size without */
+    uint32_t subgroup_size_max;
+    bool subgroup_size_control; /* VK_EXT_subgroup_size_control or 1.3 core, compute stage */
+    bool subgroup_arithmetic;   /* subgroupAdd etc. in compute shaders */
+
+    bool storage_8bit, storage_16bit;  /* 8/16-bit storage buffer access */
+    bool float16_arith, int8_arith;    /* shaderFloat16 / shaderInt8 */
+    bool int64_arith;                  /* shaderInt64 */
+    bool int_dot_product;              /* VK_KHR_shader_integer_dot_product (or 1.3) */
+    bool int_dot_4x8_accelerated;      /* packed signed 4x8 dot is accelerated */
+    bool cooperative_matrix;           /* VK_KHR_cooperative_matrix or VK_NV_cooperative_matrix */
+    bool push_descriptor;              /* VK_KHR_push_descriptor */
+    bool timeline_semaphore;
+    bool external_memory_host;         /* VK_EXT_external_memory_host */
+    uint64_t min_imported_host_align;  /* minImportedHostPointerAlignment (0 if no extension) */
+
+    uint64_t max_storage_buffer_range;
+    uint64_t max_memory_allocation_size;
+    uint64_t max_buffer_size;           /* maintenance4 maxBufferSize, else max_memory_allocation_size */
+    uint64_t min_storage_offset_align;  /* minStorageBufferOffsetAlignment */
+    uint32_t max_shared_memory;         /* maxComputeSharedMemorySize, bytes */
+    uint32_t max_workgroup_invocations;
+    uint32_t max_workgroup_count[3];
+    uint32_t max_push_constants;
+    float timestamp_period_ns;          /* 0 if the queue has no timestamps */
+    uint32_t timestamp_valid_bits;
+
+    uint32_t n_heaps;
+    struct {
+        uint64_t size;
+        bool device_local;
+    } heaps[MS_VK_MAX_HEAPS];
+    uint32_t n_types;
+    struct {
+        VkMemoryPropertyFlags flags;
+        uint32_t heap;
+    } types[MS_VK_MAX_TYPES];
+    uint64_t device_local_bytes; /* sum of device-local heaps */
+    bool rebar;                  /* a device-local + host-visible type on a heap > 256 MiB */
+    bool usable;                 /* meets moestream's minimum (Vulkan 1.2, compute queue, subgroup arithmetic) */
+    char unusable_reason[160];   /* why not, when !usable */
+} ms_vk_caps;
+
+/* Probe every physical device. *out is an array of *n entries (free with ms_free); *n may be 0.
+ * Returns -MS_E_NO_DEVICE (with err filled) when no Vulkan loader or instance is available. */
+int ms_vk_enumerate(ms_vk_caps **out, uint32_t *n, char *err, size_t err_len);
+
+/* Human-readable vendor name from a PCI vendor id ("NVIDIA", "AMD", "Intel", "Mesa/CPU", ...). */
+const char *ms_vk_vendor_name(uint32_t vendor_id);
+
+/* ---------------------------------------------------------------- device */
+
+typedef struct ms_vk ms_vk;
+
+typedef struct ms_vk_opts {
+    int32_t device_index;    /* -1 or unset (0 after zeroing means index 0!): see ms_vk_opts_default */
+    bool validation;         /* enable VK_LAYER_KHRONOS_validation (error if absent and required) */
+    bool validation_required;/* fail ms_vk_open when the layer is missing */
+    bool no_pipeline_cache;  /* skip the on-disk pipeline cache */
+} ms_vk_opts;
+
+/* Defaults: device_index -1 (MOESTREAM_DEVICE or best: discrete > integrated > virtual > cpu),
+ * validation from MOESTREAM_VALIDATION. */
+ms_vk_opts ms_vk_opts_default(void);
+
+int ms_vk_open(ms_vk **out, const ms_vk_opts *opts);
+void ms_vk_close(ms_vk *vk); /* saves the pipeline cache; frees everything; NULL ok */
+const ms_vk_caps *ms_vk_get_caps(const ms_vk *vk);
+VkDevice ms_vk_device(const ms_vk *vk);
+
+/* Validation messages (warning or error severity) seen since open; each was also logged. */
+uint32_t ms_vk_validation_count(const ms_vk *vk);
+bool ms_vk_validation_enabled(const ms_vk *vk);
+
+/* ---------------------------------------------------------------- memory */
+
+typedef enum ms_vk_mem {
+    MS_VK_MEM_DEVICE = 0,   /* DEVICE_LOCAL; not mapped */
+    MS_VK_MEM_STAGING = 1,  /* HOST_VISIBLE|HOST_COHERENT, mapped, for uploads */
+    MS_VK_MEM_READBACK = 2, /* HOST_VISIBLE|HOST_CACHED (coherent if possible), mapped */
+} ms_vk_mem;
+
+/* A sub-allocation: a range of a VkBuffer. Plain value; free exactly once with ms_vk_buf_free. */
+typedef struct ms_vk_buf {
+    VkBuffer buffer;
+    uint64_t offset; /* within buffer; multiple of min_storage_offset_align */
+    uint64_t size;
+    void *map;       /* host pointer to byte 0 of this range (STAGING/READBACK), else NULL */
+    uint32_t kind;   /* ms_vk_mem */
+    uint32_t block;  /* internal */
+} ms_vk_buf;
+
+/* A binding: buffer + offset + size (size <= max_storage_buffer_range). */
+typedef struct ms_vk_range {
+    VkBuffer buffer;
+    uint64_t offset;
+    uint64_t size;
+} ms_vk_range;
+
+int ms_vk_buf_alloc(ms_vk *vk, ms_vk_mem kind, uint64_t size, ms_vk_buf *out);
+void ms_vk_buf_free(ms_vk *vk, ms_vk_buf *b); /* zeroes *b; a zeroed buf is a no-op */
+ms_vk_range ms_vk_buf_range(const ms_vk_buf *b, uint64_t offset, uint64_t size);
+
+/* Blocking copies between host memory and any buffer (through a staging ring for DEVICE). */
+int ms_vk_upload(ms_vk *vk, const ms_vk_buf *dst, uint64_t dst_offset, const void *src, uint64_t size);
+int ms_vk_download(ms_vk *vk, const ms_vk_buf *src, uint64_t src_offset, void *dst, uint64_t size);
+
+typedef struct ms_vk_mem_stats {
+    uint64_t bytes_reserved[3]; /* per ms_vk_mem: device memory held in blocks */
+    uint64_t bytes_used[3];     /* per ms_vk_mem: live sub-allocations */
+    uint32_t n_blocks[3];
+} ms_vk_mem_stats;
+void ms_vk_get_mem_stats(const ms_vk *vk, ms_vk_mem_stats *out);
+
+/* ---------------------------------------------------------------- pipelines */
+
+typedef struct ms_vk_pipeline ms_vk_pipeline; /* owned and cached by ms_vk */
+
+/* Pipeline for an embedded shader variant (shaders/variants.txt) with specialization constants
+ * spec[i] bound to constant_id i (each a 32-bit value). required_subgroup_size != 0 requests that
+ * size (needs subgroup_size_control and a supported size, else -MS_E_UNSUPPORTED). Repeated calls
+ * with equal arguments return the same pipeline. */
+int ms_vk_pipeline_get(ms_vk *vk, const char *variant, const uint32_t *spec, uint32_t n_spec,
+                       uint32_t required_subgroup_size, ms_vk_pipeline **out);
+
+/* ---------------------------------------------------------------- commands */
+
+typedef struct ms_vk_cmd ms_vk_cmd;
+
+#define MS_VK_MAX_BINDINGS 8
+
+int ms_vk_cmd_create(ms_vk *vk, uint32_t max_timestamps, ms_vk_cmd **out);
+void ms_vk_cmd_free(ms_vk_cmd *c); /* waits for completion first; NULL ok */
+ms_vk *ms_vk_cmd_vk(const ms_vk_cmd *c);
+
+/* Recording. begin resets the command buffer, descriptor state and timestamp count. */
+int ms_vk_cmd_begin(ms_vk_cmd *c);
+int ms_vk_cmd_dispatch(ms_vk_cmd *c, ms_vk_pipeline *p, const ms_vk_range *bindings,
+                       uint32_t n_bindings, const void *push, uint32_t push_size, uint32_t gx,
+                       uint32_t gy, uint32_t gz);
+void ms_vk_cmd_barrier(ms_vk_cmd *c); /* shader/transfer writes visible to later shader/transfer/host access */
+void ms_vk_cmd_copy(ms_vk_cmd *c, ms_vk_range src, ms_vk_range dst); /* size = min of both */
+void ms_vk_cmd_fill(ms_vk_cmd *c, ms_vk_range dst, uint32_t value);
+int ms_vk_cmd_timestamp(ms_vk_cmd *c, uint32_t *index_out); /* after all prior work */
+int ms_vk_cmd_end(ms_vk_cmd *c);
+
+/* Execution. A recorded buffer may be submitted any number of times (record once, replay). */
+int ms_vk_cmd_submit(ms_vk_cmd *c);                    /* signals the next timeline value */
+int ms_vk_cmd_wait(ms_vk_cmd *c, uint64_t timeout_ns); /* -MS_E_TIMEOUT on timeout */
+int ms_vk_cmd_run(ms_vk_cmd *c);                       /* submit + wait (no timeout) */
+/* Timestamps written in the last completed run, in ns relative to the first one. */
+int ms_vk_cmd_timestamps(ms_vk_cmd *c, double *ns, uint32_t n);
+
+/* ---------------------------------------------------------------- weights and op recorders */
+
+#define MS_VK_MAX_PARTS 64
+
+/* A weight matrix resident in device memory, in its checkpoint encoding (decoded in the shader).
+ * Rows are split into parts so that each part's data and scales fit max_storage_buffer_range and
+ * max_memory_allocation_size; part boundaries are multiples of 128 rows. */
+typedef struct ms_vk_weight {
+    ms_wenc enc;
+    uint32_t m, k;
+    uint32_t n_parts;
+    struct {
+        uint32_t row0, rows;
+        ms_vk_buf data;
+        ms_vk_buf scale; /* FP8/FP4 only */
+    } part[MS_VK_MAX_PARTS];
+} ms_vk_weight;
+
+/* Shape rules (else -MS_E_UNSUPPORTED with a logged reason): F32 k%4==0, BF16 k%8==0,
+ * FP8 k%16==0, FP4 k%32==0; m >= 1. max_part_bytes 0 = device limits (tests pass smaller
+ * values to force splitting). */
+int ms_vk_weight_upload(ms_vk *vk, const ms_weight_view *w, uint64_t max_part_bytes, ms_vk_weight *out);
+void ms_vk_weight_free(ms_vk *vk, ms_vk_weight *w);
+
+/* GEMV tunables, passed as specialization constants. Zero fields = the per-device default. */
+typedef struct ms_vk_gemv_tune {
+    uint32_t wg_size;        /* invocations per workgroup */
+    uint32_t rows_per_wg;    /* output rows per workgroup */
+    uint32_t unroll;         /* 16-byte loads in flight per invocation per row */
+    uint32_t subgroup_size;  /* required subgroup size, 0 = driver default */
+} ms_vk_gemv_tune;
+
+void ms_vk_gemv_tune_default(const ms_vk *vk, ms_wenc enc, ms_vk_gemv_tune *out);
+
+/* y[c][r] = W[r,:] . x[c][:] for c < n (1..8). x: [n][x_stride] F32, y: [n][y_stride] F32.
+ * Records one dispatch per weight part. */
+int ms_vk_rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t x_stride,
+                   ms_vk_range y, uint32_t y_stride, uint32_t n, const ms_vk_gemv_tune *tune);
+
+/* RMSNorm rows: x, y [n_rows][dim] F32 (may be the same range), w [dim] F32 or BF16. */
+int ms_vk_rec_rmsnorm(ms_vk_cmd *c, ms_vk_range x, ms_vk_range w, ms_wenc w_enc, ms_vk_range y,
+                      uint32_t dim, uint32_t n_rows, float eps);
+
+#endif
