@@ -1,1 +1,68 @@
-/* placeholder: being written */
+/* tools/moestream.c — the one `moestream` binary: subcommand dispatch, --help, --version.
+ *
+ * Each subcommand is `int ms_cmd_<name>(int argc, char **argv)` with argv[0] = the subcommand's
+ * name; it returns the process exit status (0 ok, 1 failure, 2 bad usage). Later issues add run,
+ * chat, serve, convert, bench, inspect and logits to the table below.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#ifndef MS_VERSION
+#define MS_VERSION "unknown" /* CMake passes PROJECT_VERSION */
+#endif
+
+int ms_cmd_doctor(int argc, char **argv); /* tools/doctor.c */
+
+typedef int (*cmd_fn)(int argc, char **argv);
+
+static const struct {
+    const char *name;
+    cmd_fn fn;
+    const char *summary;
+} commands[] = {
+    {"doctor", ms_cmd_doctor, "check this machine: Vulkan devices, io_uring, O_DIRECT, RAM"},
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "moestream %s — run huge mixture-of-experts models from NVMe on one GPU (Vulkan)\n"
+            "\n"
+            "usage: moestream <command> [options]\n"
+            "       moestream <command> --help\n"
+            "       moestream --version\n"
+            "\n"
+            "commands:\n",
+            MS_VERSION);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n"
+               "environment: MOESTREAM_DEVICE=N picks Vulkan device N; MOESTREAM_LOG=error|warn|"
+               "info|debug|trace\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V") || !strcmp(cmd, "version")) {
+        printf("moestream %s\n", MS_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(cmd, commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+
+    if (cmd[0] == '-')
+        fprintf(stderr, "moestream: unknown option '%s'\n\n", cmd);
+    else
+        fprintf(stderr, "moestream: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

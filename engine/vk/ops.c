@@ -1,1 +1,371 @@
-/* placeholder: being written */
+/* engine/vk/ops.c — weights resident in device memory and the op recorders (GEMV, RMSNorm).
+ *
+ * Uses only the public Vulkan-core API of engine/vk/vk.h. Shader layouts: shaders/gemv.h,
+ * shaders/rmsnorm.h. Recorders validate every size against the bound ranges and return
+ * -MS_E_INVALID_ARG (with a logged reason) rather than record an out-of-bounds dispatch.
+ */
+#include "engine/vk/vk.h"
+
+#include <string.h>
+
+#include "common/log.h"
+#include "common/status.h"
+#include "shaders/gemv.h"
+#include "shaders/rmsnorm.h"
+
+#define ROW_ALIGN 128u /* part boundaries: the FP8 scale block height */
+
+static const char *const k_gemv_variant[MS_WENC_COUNT] = {"gemv_f32", "gemv_bf16", "gemv_fp8", "gemv_fp4"};
+static const char *const k_enc_name[MS_WENC_COUNT] = {"f32", "bf16", "fp8", "fp4"};
+static const uint32_t k_chunk_elems[MS_WENC_COUNT] = {4, 8, 16, 32}; /* elements per 16 bytes */
+
+static bool enc_valid(ms_wenc enc) { return (unsigned)enc < (unsigned)MS_WENC_COUNT; }
+static bool is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+static uint64_t row_bytes(ms_wenc enc, uint32_t k) { return (uint64_t)k * 16 / k_chunk_elems[enc]; }
+
+/* Scale bytes covering rows [row0, row0 + rows) (row0 a multiple of 128 for FP8). */
+static uint64_t scale_bytes(ms_wenc enc, uint32_t row0, uint32_t rows, uint32_t k) {
+    if (enc == MS_WENC_FP8) {
+        uint64_t kb = ((uint64_t)k + 127) / 128;
+        uint64_t rb = ((uint64_t)row0 + rows + 127) / 128 - row0 / 128;
+        return rb * kb;
+    }
+    if (enc == MS_WENC_FP4) return (uint64_t)rows * (k / 32);
+    return 0;
+}
+static uint64_t scale_offset(ms_wenc enc, uint32_t row0, uint32_t k) {
+    if (enc == MS_WENC_FP8) return (uint64_t)(row0 / 128) * (((uint64_t)k + 127) / 128);
+    if (enc == MS_WENC_FP4) return (uint64_t)row0 * (k / 32);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- weights */
+
+void ms_vk_weight_free(ms_vk *vk, ms_vk_weight *w) {
+    if (!w) return;
+    for (uint32_t i = 0; i < w->n_parts && i < MS_VK_MAX_PARTS; i++) {
+        ms_vk_buf_free(vk, &w->part[i].data);
+        ms_vk_buf_free(vk, &w->part[i].scale);
+    }
+    memset(w, 0, sizeof *w);
+}
+
+int ms_vk_weight_upload(ms_vk *vk, const ms_weight_view *w, uint64_t max_part_bytes, ms_vk_weight *out) {
+    if (!vk || !w || !out) return -MS_E_INVALID_ARG;
+    memset(out, 0, sizeof *out);
+    if (!enc_valid(w->enc)) {
+        MS_LOGE("weight upload: unknown encoding %d", (int)w->enc);
+        return -MS_E_UNSUPPORTED;
+    }
+    const char *en = k_enc_name[w->enc];
+    const uint32_t kmul = w->enc == MS_WENC_FP4 ? 32 : k_chunk_elems[w->enc];
+    if (w->m < 1 || w->k < 1 || w->k % kmul != 0) {
+        MS_LOGE("weight upload: %s weight [%u x %u]: need m >= 1 and k a positive multiple of %u "
+                "(rows must start 16-byte aligned%s)",
+                en, w->m, w->k, kmul, w->enc == MS_WENC_FP4 ? " and hold whole 32-element scale blocks" : "");
+        return -MS_E_UNSUPPORTED;
+    }
+    if (!w->data || ((w->enc == MS_WENC_FP8 || w->enc == MS_WENC_FP4) && !w->scale)) {
+        MS_LOGE("weight upload: %s weight [%u x %u]: missing %s array", en, w->m, w->k, w->data ? "scale" : "data");
+        return -MS_E_INVALID_ARG;
+    }
+
+    const ms_vk_caps *caps = ms_vk_get_caps(vk);
+    uint64_t limit = min_u64(caps->max_storage_buffer_range, caps->max_memory_allocation_size);
+    if (caps->max_buffer_size) limit = min_u64(limit, caps->max_buffer_size);
+    if (max_part_bytes) limit = min_u64(limit, max_part_bytes);
+    /* The shader indexes 16-byte chunks and scale words with 32-bit integers. */
+    limit = min_u64(limit, 0xFFFFFFF0ull);
+
+    const uint64_t rb = row_bytes(w->enc, w->k);
+    /* Rows per part: the largest multiple of 128 whose data (and scales, rounded up to whole words)
+     * fit the limit; the whole matrix when it fits in one part. */
+    uint64_t rows_fit = limit / rb;
+    if (rows_fit >= w->m && (scale_bytes(w->enc, 0, w->m, w->k) + 3) / 4 * 4 <= limit) {
+        rows_fit = w->m;
+    } else {
+        rows_fit = rows_fit / ROW_ALIGN * ROW_ALIGN;
+        while (rows_fit && (scale_bytes(w->enc, 0, (uint32_t)rows_fit, w->k) + 3) / 4 * 4 > limit)
+            rows_fit -= ROW_ALIGN;
+        if (rows_fit == 0) {
+            MS_LOGE("weight upload: %s weight [%u x %u]: 128 rows take %llu bytes, more than the "
+                    "%llu-byte part limit (binding range / allocation size%s)",
+                    en, w->m, w->k, (unsigned long long)(rb * ROW_ALIGN), (unsigned long long)limit,
+                    max_part_bytes ? " / max_part_bytes" : "");
+            return -MS_E_UNSUPPORTED;
+        }
+    }
+    const uint64_t n_parts = (w->m + rows_fit - 1) / rows_fit;
+    if (n_parts > MS_VK_MAX_PARTS) {
+        MS_LOGE("weight upload: %s weight [%u x %u] needs %llu parts of %llu rows (limit %llu bytes), "
+                "more than MS_VK_MAX_PARTS=%d",
+                en, w->m, w->k, (unsigned long long)n_parts, (unsigned long long)rows_fit,
+                (unsigned long long)limit, MS_VK_MAX_PARTS);
+        return -MS_E_UNSUPPORTED;
+    }
+
+    out->enc = w->enc;
+    out->m = w->m;
+    out->k = w->k;
+    int rc = 0;
+    for (uint32_t i = 0; i < n_parts; i++) {
+        const uint32_t row0 = (uint32_t)(i * rows_fit);
+        const uint32_t rows = (uint32_t)min_u64(rows_fit, w->m - row0);
+        out->part[i].row0 = row0;
+        out->part[i].rows = rows;
+        out->n_parts = i + 1;
+        const uint64_t db = rb * rows;
+        rc = ms_vk_buf_alloc(vk, MS_VK_MEM_DEVICE, db, &out->part[i].data);
+        if (!rc) rc = ms_vk_upload(vk, &out->part[i].data, 0, (const uint8_t *)w->data + rb * row0, db);
+        const uint64_t sb = scale_bytes(w->enc, row0, rows, w->k);
+        if (!rc && sb) {
+            /* Rounded up to whole words: the shader reads scales as uint; the pad is never used. */
+            rc = ms_vk_buf_alloc(vk, MS_VK_MEM_DEVICE, (sb + 3) / 4 * 4, &out->part[i].scale);
+            if (!rc) rc = ms_vk_upload(vk, &out->part[i].scale, 0, w->scale + scale_offset(w->enc, row0, w->k), sb);
+        }
+        if (rc) {
+            MS_LOGE("weight upload: %s weight [%u x %u], part %u (rows %u..%u): %s", en, w->m, w->k, i, row0,
+                    row0 + rows - 1, ms_strerror(rc));
+            ms_vk_weight_free(vk, out);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- GEMV tuning */
+
+#define VENDOR_NVIDIA 0x10DEu
+#define VENDOR_AMD 0x1002u
+#define VENDOR_INTEL 0x8086u
+
+static void tune_device_default(const ms_vk_caps *caps, ms_wenc enc, ms_vk_gemv_tune *t) {
+    memset(t, 0, sizeof *t);
+    if (caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU) {
+        /* lavapipe/SwiftShader: a workgroup runs as SIMD loops on one thread, so small groups (8 x
+         * 8-wide subgroups) spread across cores; more rows per group only grow the loop body. */
+        t->wg_size = 64;
+        t->rows_per_wg = 2;
+        t->unroll = 1;
+        return;
+    }
+    switch (caps->vendor_id) {
+    case VENDOR_NVIDIA:
+        /* 4 warps per group: enough groups per SM to hide DRAM latency with 8 x 16-byte loads in
+         * flight per lane (rows x unroll). FP4 decodes ~4 ALU ops per weight byte pair and reads
+         * 8 bytes of x per weight byte, so it reuses each x chunk over more rows. */
+        t->wg_size = 128;
+        t->rows_per_wg = enc == MS_WENC_FP4 ? 8 : 4;
+        t->unroll = enc == MS_WENC_FP4 ? 1 : 2;
+        return;
+    case VENDOR_AMD:
+        /* Wave64 (or wave32 on RDNA): 256 lanes keeps 4-8 waves per group; same reuse reasoning. */
+        t->wg_size = 256;
+        t->rows_per_wg = enc == MS_WENC_FP4 ? 8 : 4;
+        t->unroll = 2;
+        return;
+    case VENDOR_INTEL:
+        /* SIMD8-32 EUs with small register files per lane: fewer rows, moderate groups. */
+        t->wg_size = 128;
+        t->rows_per_wg = 2;
+        t->unroll = 2;
+        return;
+    default:
+        t->wg_size = 128;
+        t->rows_per_wg = 2;
+        t->unroll = 2;
+        return;
+    }
+}
+
+void ms_vk_gemv_tune_default(const ms_vk *vk, ms_wenc enc, ms_vk_gemv_tune *out) {
+    if (!out) return;
+    if (!vk) {
+        memset(out, 0, sizeof *out);
+        return;
+    }
+    tune_device_default(ms_vk_get_caps(vk), enc_valid(enc) ? enc : MS_WENC_F32, out);
+}
+
+/* Fill zero fields of *t with defaults adapted to the shape: fewer rows per group as n grows
+ * (rows x n accumulators live in registers), and smaller groups when a row has too few chunks to
+ * give every invocation a full step (short-K FP4 rows otherwise leave most lanes idle). */
+static void tune_resolve(const ms_vk_caps *caps, ms_wenc enc, uint32_t k, uint32_t n, ms_vk_gemv_tune *t) {
+    ms_vk_gemv_tune d;
+    tune_device_default(caps, enc, &d);
+    if (!t->rows_per_wg) {
+        uint32_t r = d.rows_per_wg;
+        while (r > 1 && r * n > 16) r /= 2;
+        t->rows_per_wg = r;
+    }
+    if (!t->unroll) t->unroll = d.unroll;
+    if (!t->wg_size) {
+        const uint32_t nch = k / k_chunk_elems[enc];
+        const uint32_t sg = t->subgroup_size ? t->subgroup_size : caps->subgroup_size;
+        uint32_t wg = d.wg_size;
+        while (wg > sg && wg / 2 >= 1 && (uint64_t)wg * t->unroll > nch) wg /= 2;
+        t->wg_size = wg;
+    }
+}
+
+/* ---------------------------------------------------------------- GEMV */
+
+int ms_vk_rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t x_stride, ms_vk_range y,
+                   uint32_t y_stride, uint32_t n, const ms_vk_gemv_tune *tune) {
+    if (!c || !w) return -MS_E_INVALID_ARG;
+    ms_vk *vk = ms_vk_cmd_vk(c);
+    const ms_vk_caps *caps = ms_vk_get_caps(vk);
+    if (!enc_valid(w->enc) || w->n_parts < 1 || w->n_parts > MS_VK_MAX_PARTS || w->m < 1) {
+        MS_LOGE("rec_gemv: weight not uploaded (enc %d, %u parts)", (int)w->enc, w->n_parts);
+        return -MS_E_INVALID_ARG;
+    }
+    const char *en = k_enc_name[w->enc];
+    if (n < 1 || n > MS_GEMV_MAX_COLS) {
+        MS_LOGE("rec_gemv: %s [%u x %u]: n = %u activation columns, supported 1..%d", en, w->m, w->k, n,
+                MS_GEMV_MAX_COLS);
+        return -MS_E_INVALID_ARG;
+    }
+    if (x_stride < w->k || y_stride < w->m) {
+        MS_LOGE("rec_gemv: %s [%u x %u]: x_stride %u must be >= k and y_stride %u >= m", en, w->m, w->k, x_stride,
+                y_stride);
+        return -MS_E_INVALID_ARG;
+    }
+    const uint64_t x_need = ((uint64_t)(n - 1) * x_stride + w->k) * 4;
+    const uint64_t y_need = ((uint64_t)(n - 1) * y_stride + w->m) * 4;
+    if (x.size < x_need || y.size < y_need || !x.buffer || !y.buffer) {
+        MS_LOGE("rec_gemv: %s [%u x %u], n %u: x range %llu bytes (need %llu: (n-1)*x_stride %u + k floats), "
+                "y range %llu bytes (need %llu: (n-1)*y_stride %u + m floats)",
+                en, w->m, w->k, n, (unsigned long long)x.size, (unsigned long long)x_need, x_stride,
+                (unsigned long long)y.size, (unsigned long long)y_need, y_stride);
+        return -MS_E_INVALID_ARG;
+    }
+    if (x.size > caps->max_storage_buffer_range || y.size > caps->max_storage_buffer_range) {
+        MS_LOGE("rec_gemv: %s: x or y range exceeds maxStorageBufferRange (%llu bytes)", en,
+                (unsigned long long)caps->max_storage_buffer_range);
+        return -MS_E_INVALID_ARG;
+    }
+    if (x_need / 4 > 0xFFFFFFFFull || y_need / 4 > 0xFFFFFFFFull) {
+        MS_LOGE("rec_gemv: %s: activations exceed 2^32 floats", en);
+        return -MS_E_INVALID_ARG;
+    }
+
+    ms_vk_gemv_tune t;
+    if (tune)
+        t = *tune;
+    else
+        memset(&t, 0, sizeof t);
+    tune_resolve(caps, w->enc, w->k, n, &t);
+    const uint32_t sg_min = t.subgroup_size ? t.subgroup_size : caps->subgroup_size_min;
+    const uint32_t nsg_max = (t.wg_size + sg_min - 1) / sg_min;
+    if (!is_pow2(t.wg_size) || t.wg_size > caps->max_workgroup_invocations || t.wg_size > 1024 ||
+        !is_pow2(t.rows_per_wg) || t.rows_per_wg > 64 || t.unroll < 1 || t.unroll > 8 ||
+        (t.subgroup_size && !is_pow2(t.subgroup_size)) ||
+        (uint64_t)nsg_max * t.rows_per_wg * n * 4 > caps->max_shared_memory) {
+        MS_LOGE("rec_gemv: %s: bad tune wg_size %u (power of two <= %u), rows_per_wg %u (power of two <= 64), "
+                "unroll %u (1..8), subgroup_size %u, or shared memory %llu > %u bytes",
+                en, t.wg_size, caps->max_workgroup_invocations < 1024 ? caps->max_workgroup_invocations : 1024,
+                t.rows_per_wg, t.unroll, t.subgroup_size, (unsigned long long)nsg_max * t.rows_per_wg * n * 4,
+                caps->max_shared_memory);
+        return -MS_E_INVALID_ARG;
+    }
+
+    uint32_t spec[MS_GEMV_N_SPEC];
+    spec[MS_GEMV_SPEC_WG] = t.wg_size;
+    spec[MS_GEMV_SPEC_ROWS] = t.rows_per_wg;
+    spec[MS_GEMV_SPEC_UNROLL] = t.unroll;
+    spec[MS_GEMV_SPEC_NCOLS] = n;
+    spec[MS_GEMV_SPEC_SG_MIN] = sg_min;
+    spec[MS_GEMV_SPEC_X_VEC4] = (x_stride % 4 == 0 && x.offset % 16 == 0) ? 1u : 0u;
+    ms_vk_pipeline *pipe;
+    int rc = ms_vk_pipeline_get(vk, k_gemv_variant[w->enc], spec, MS_GEMV_N_SPEC, t.subgroup_size, &pipe);
+    if (rc) {
+        MS_LOGE("rec_gemv: %s: no pipeline for wg %u rows %u unroll %u n %u subgroup %u: %s", en, t.wg_size,
+                t.rows_per_wg, t.unroll, n, t.subgroup_size, ms_strerror(rc));
+        return rc;
+    }
+
+    const uint64_t rb = row_bytes(w->enc, w->k);
+    for (uint32_t i = 0; i < w->n_parts; i++) {
+        const uint32_t row0 = w->part[i].row0, rows = w->part[i].rows;
+        if (rows < 1 || (uint64_t)row0 + rows > w->m || (i + 1 < w->n_parts && row0 % ROW_ALIGN) ||
+            w->part[i].data.size < rb * rows) {
+            MS_LOGE("rec_gemv: %s [%u x %u]: part %u (rows %u+%u) is inconsistent", en, w->m, w->k, i, row0, rows);
+            return -MS_E_INVALID_ARG;
+        }
+        const uint64_t sb = (scale_bytes(w->enc, row0, rows, w->k) + 3) / 4 * 4;
+        ms_vk_range b[4];
+        b[MS_GEMV_BIND_W] = ms_vk_buf_range(&w->part[i].data, 0, rb * rows);
+        /* F32/BF16 never read binding 1; bind the data range so the descriptor is valid. */
+        b[MS_GEMV_BIND_S] = sb ? ms_vk_buf_range(&w->part[i].scale, 0, sb) : b[MS_GEMV_BIND_W];
+        b[MS_GEMV_BIND_X] = x;
+        b[MS_GEMV_BIND_Y] = y;
+        const ms_gemv_push pc = {
+            .m = rows, .k = w->k, .x_stride = x_stride, .y_stride = y_stride, .y_row0 = row0};
+        const uint32_t groups = (rows + t.rows_per_wg - 1) / t.rows_per_wg;
+        const uint32_t gx = groups < caps->max_workgroup_count[0] ? groups : caps->max_workgroup_count[0];
+        const uint32_t gy = (groups + gx - 1) / gx;
+        if (gy > caps->max_workgroup_count[1]) {
+            MS_LOGE("rec_gemv: %s: %u workgroups exceed the device grid", en, groups);
+            return -MS_E_UNSUPPORTED;
+        }
+        rc = ms_vk_cmd_dispatch(c, pipe, b, 4, &pc, sizeof pc, gx, gy, 1);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- RMSNorm */
+
+int ms_vk_rec_rmsnorm(ms_vk_cmd *c, ms_vk_range x, ms_vk_range w, ms_wenc w_enc, ms_vk_range y, uint32_t dim,
+                      uint32_t n_rows, float eps) {
+    if (!c) return -MS_E_INVALID_ARG;
+    ms_vk *vk = ms_vk_cmd_vk(c);
+    const ms_vk_caps *caps = ms_vk_get_caps(vk);
+    if (w_enc != MS_WENC_F32 && w_enc != MS_WENC_BF16) {
+        MS_LOGE("rec_rmsnorm: weight encoding %d: only f32 and bf16 weights are supported", (int)w_enc);
+        return -MS_E_INVALID_ARG;
+    }
+    const uint64_t xy_need = (uint64_t)dim * n_rows * 4;
+    const uint64_t w_need = (uint64_t)dim * (w_enc == MS_WENC_BF16 ? 2 : 4);
+    if (dim < 1 || n_rows < 1 || xy_need / 4 > 0xFFFFFFFFull || x.size < xy_need || y.size < xy_need ||
+        w.size < w_need || !x.buffer || !y.buffer || !w.buffer) {
+        MS_LOGE("rec_rmsnorm: %u rows of dim %u: x range %llu, y range %llu bytes (need %llu), w range %llu "
+                "bytes (need %llu)",
+                n_rows, dim, (unsigned long long)x.size, (unsigned long long)y.size, (unsigned long long)xy_need,
+                (unsigned long long)w.size, (unsigned long long)w_need);
+        return -MS_E_INVALID_ARG;
+    }
+    if (w_enc == MS_WENC_BF16 && !caps->storage_16bit) {
+        MS_LOGE("rec_rmsnorm: bf16 weights need 16-bit storage buffer access, which this device lacks");
+        return -MS_E_UNSUPPORTED;
+    }
+    /* One group per row: wide enough to stream a 7168-wide row in a few steps per lane, small on
+     * CPU devices where a group is a loop. */
+    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 256;
+    if (wg > caps->max_workgroup_invocations) wg = caps->max_workgroup_invocations;
+    while (wg > 32 && wg / 2 >= dim) wg /= 2;
+    uint32_t spec[MS_RMSNORM_N_SPEC];
+    spec[MS_RMSNORM_SPEC_WG] = wg;
+    spec[MS_RMSNORM_SPEC_W_BF16] = w_enc == MS_WENC_BF16;
+    spec[MS_RMSNORM_SPEC_SG_MIN] = caps->subgroup_size_min;
+    ms_vk_pipeline *pipe;
+    int rc = ms_vk_pipeline_get(vk, "rmsnorm", spec, MS_RMSNORM_N_SPEC, 0, &pipe);
+    if (rc) {
+        MS_LOGE("rec_rmsnorm: no pipeline (wg %u): %s", wg, ms_strerror(rc));
+        return rc;
+    }
+    ms_vk_range b[3];
+    b[MS_RMSNORM_BIND_X] = x;
+    b[MS_RMSNORM_BIND_W] = w;
+    b[MS_RMSNORM_BIND_Y] = y;
+    const ms_rmsnorm_push pc = {.dim = dim, .n_rows = n_rows, .eps = eps};
+    const uint32_t gx = n_rows < caps->max_workgroup_count[0] ? n_rows : caps->max_workgroup_count[0];
+    const uint32_t gy = (n_rows + gx - 1) / gx;
+    if (gy > caps->max_workgroup_count[1]) {
+        MS_LOGE("rec_rmsnorm: %u rows exceed the device grid", n_rows);
+        return -MS_E_UNSUPPORTED;
+    }
+    return ms_vk_cmd_dispatch(c, pipe, b, 3, &pc, sizeof pc, gx, gy, 1);
+}

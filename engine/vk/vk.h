@@ -12,7 +12,10 @@
  * Environment: MOESTREAM_DEVICE=N picks physical device N (ms_vk_enumerate order);
  * MOESTREAM_VALIDATION=1 enables the Khronos validation layer; MOESTREAM_CACHE_DIR overrides the
  * pipeline-cache directory (default $XDG_CACHE_HOME/moestream or ~/.cache/moestream);
- * MOESTREAM_DISABLE_PUSH_DESCRIPTOR=1 forces descriptor pools.
+ * MOESTREAM_DISABLE_PUSH_DESCRIPTOR=1 forces descriptor pools;
+ * MOESTREAM_DISABLE_TIMELINE_SEMAPHORE=1 forces per-command fences; MOESTREAM_NO_PIPELINE_CACHE=1
+ * skips the on-disk pipeline cache; MOESTREAM_VALIDATION_REQUIRED=1 makes a missing validation
+ * layer an error.
  */
 #ifndef MS_ENGINE_VK_H
 #define MS_ENGINE_VK_H
@@ -147,6 +150,11 @@ ms_vk_range ms_vk_buf_range(const ms_vk_buf *b, uint64_t offset, uint64_t size);
 /* Blocking copies between host memory and any buffer (through a staging ring for DEVICE). */
 int ms_vk_upload(ms_vk *vk, const ms_vk_buf *dst, uint64_t dst_offset, const void *src, uint64_t size);
 int ms_vk_download(ms_vk *vk, const ms_vk_buf *src, uint64_t src_offset, void *dst, uint64_t size);
+
+/* Make device writes to a mapped READBACK buffer visible to b->map (a no-op on HOST_COHERENT
+ * memory). Needed only when reading b->map directly after the GPU wrote it; ms_vk_download does
+ * it itself. */
+int ms_vk_buf_invalidate(ms_vk *vk, const ms_vk_buf *b);
 
 typedef struct ms_vk_mem_stats {
     uint64_t bytes_reserved[3]; /* per ms_vk_mem: device memory held in blocks */
