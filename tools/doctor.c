@@ -5,9 +5,7 @@
  * non-ok line saying what to do. Exit: 0 when the Vulkan device moestream would use is usable
  * (warnings and failures of other items included), 1 when none is, 2 on bad usage.
  *
- * The device choice mirrors ms_vk_open's documented rule (engine/vk/vk.h): MOESTREAM_DEVICE=N
- * when set, else the best usable device by type, discrete > integrated > virtual > cpu, the lowest
- * index among equals. Keep the two in step.
+ * The device shown as chosen is the one ms_vk_open would use: both call ms_vk_choose_device.
  */
 #include "engine/vk/vk.h"
 #include "storage/store.h"
@@ -91,30 +89,6 @@ static const char *fmt_bytes(uint64_t b, char *buf, size_t n) {
 
 static const char *yesno(bool b) { return b ? "yes" : "no"; }
 
-static const char *type_name(VkPhysicalDeviceType t) {
-    switch (t) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete GPU";
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated GPU";
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual GPU";
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
-    case VK_PHYSICAL_DEVICE_TYPE_OTHER:
-    case VK_PHYSICAL_DEVICE_TYPE_MAX_ENUM: break;
-    }
-    return "other";
-}
-
-static int type_rank(VkPhysicalDeviceType t) {
-    switch (t) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 4;
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return 3;
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return 2;
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return 1;
-    case VK_PHYSICAL_DEVICE_TYPE_OTHER:
-    case VK_PHYSICAL_DEVICE_TYPE_MAX_ENUM: break;
-    }
-    return 0;
-}
-
 static void fmt_api(uint32_t v, char *buf, size_t n) {
     snprintf(buf, n, "%u.%u.%u", VK_API_VERSION_MAJOR(v), VK_API_VERSION_MINOR(v),
              VK_API_VERSION_PATCH(v));
@@ -178,24 +152,16 @@ static void add(doctor *d, level lv, const char *item, const char *fmt, ...) {
 
 /* ---------------------------------------------------------------- probing */
 
-/* MOESTREAM_DEVICE when set, else the best usable device by type (lowest index among equals).
- * Returns -1 when nothing qualifies (or MOESTREAM_DEVICE is not a valid index). */
+/* The device ms_vk_open would use (ms_vk_choose_device); a MOESTREAM_DEVICE that names an
+ * unusable device is still returned so the verdict can say why. -1 when nothing qualifies. */
 static int choose_device(doctor *d) {
     d->env_device = getenv("MOESTREAM_DEVICE");
     if (d->env_device && !d->env_device[0]) d->env_device = NULL;
-    if (d->env_device) {
-        char *end;
-        errno = 0;
-        long i = strtol(d->env_device, &end, 10);
-        if (errno || *end || end == d->env_device || i < 0 || (uint64_t)i >= d->n_devs) return -1;
-        return (int)i;
-    }
-    int best = -1;
-    for (uint32_t i = 0; i < d->n_devs; i++) {
-        if (!d->devs[i].usable) continue;
-        if (best < 0 || type_rank(d->devs[i].type) > type_rank(d->devs[best].type)) best = (int)i;
-    }
-    return best;
+    int32_t want;
+    if (ms_vk_env_device(&want) != 0) return -1;
+    int pick = ms_vk_choose_device(d->devs, d->n_devs, want);
+    if (pick == -MS_E_UNSUPPORTED) return want;
+    return pick < 0 ? -1 : pick;
 }
 
 static void probe_all(doctor *d) {
@@ -263,7 +229,7 @@ static void judge_vulkan(doctor *d) {
         return;
     }
     add(d, LV_OK, "vulkan", "device #%d %s (%s, %s) will be used%s", d->chosen, c->device_name,
-        type_name(c->type), c->driver_name[0] ? c->driver_name : ms_vk_vendor_name(c->vendor_id),
+        ms_vk_type_name(c->type), c->driver_name[0] ? c->driver_name : ms_vk_vendor_name(c->vendor_id),
         d->env_device ? " (MOESTREAM_DEVICE)" : "");
 
     if (c->type == VK_PHYSICAL_DEVICE_TYPE_CPU)
@@ -274,10 +240,9 @@ static void judge_vulkan(doctor *d) {
     for (uint32_t i = 0; i < d->n_devs; i++) {
         const ms_vk_caps *o = &d->devs[i];
         if ((int)i == d->chosen || o->usable) continue;
-        if (type_rank(o->type) <= type_rank(c->type)) continue;
         add(d, LV_WARN, "device",
             "#%u %s (%s) is not usable: %s: update its driver", i,
-            o->device_name, type_name(o->type), o->unusable_reason);
+            o->device_name, ms_vk_type_name(o->type), o->unusable_reason);
     }
 
     if (c->type == VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU && c->device_local_bytes < VRAM_MIN_BYTES)
@@ -289,7 +254,7 @@ static void judge_vulkan(doctor *d) {
         add(d, LV_OK, "vram", "%s device-local", fmt_bytes(c->device_local_bytes, b1, sizeof b1));
     else
         add(d, LV_OK, "vram", "%s device-local (shared with system RAM on a %s)",
-            fmt_bytes(c->device_local_bytes, b1, sizeof b1), type_name(c->type));
+            fmt_bytes(c->device_local_bytes, b1, sizeof b1), ms_vk_type_name(c->type));
 
     if (c->rebar)
         add(d, LV_OK, "rebar", "host-visible device-local memory (ReBAR or unified memory)");
@@ -431,7 +396,7 @@ static void print_device(const doctor *d, uint32_t i) {
     const ms_vk_caps *c = &d->devs[i];
     char b1[48], b2[48], b3[48];
     printf("* device %u: %s%s\n", i, c->device_name, (int)i == d->chosen ? "   [chosen]" : "");
-    printf(ROW "%s\n", "type", type_name(c->type));
+    printf(ROW "%s\n", "type", ms_vk_type_name(c->type));
     printf(ROW "%s (vendor 0x%04x, device 0x%04x)\n", "vendor", ms_vk_vendor_name(c->vendor_id),
            c->vendor_id, c->device_id);
     fmt_api(c->api_version, b1, sizeof b1);
@@ -692,7 +657,7 @@ static void json_device(jw *w, const ms_vk_caps *c, bool chosen) {
     j_u64(w, "index", c->index);
     j_bool(w, "chosen", chosen);
     j_str(w, "name", c->device_name);
-    j_str(w, "type", type_name(c->type));
+    j_str(w, "type", ms_vk_type_name(c->type));
     j_str(w, "vendor", ms_vk_vendor_name(c->vendor_id));
     j_u64(w, "vendor_id", c->vendor_id);
     j_u64(w, "device_id", c->device_id);

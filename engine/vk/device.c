@@ -599,7 +599,7 @@ ms_vk_opts ms_vk_opts_default(void) {
     return o;
 }
 
-static const char *type_name(VkPhysicalDeviceType t) {
+const char *ms_vk_type_name(VkPhysicalDeviceType t) {
     switch (t) {
     case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete";
     case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated";
@@ -627,25 +627,41 @@ static void log_devices(const probe *probes, uint32_t n) {
     for (uint32_t i = 0; i < n; i++) {
         const ms_vk_caps *c = &probes[i].caps;
         MS_LOGE("  device %u: %s (%s, %s)%s%s", i, c->device_name, ms_vk_vendor_name(c->vendor_id),
-                type_name(c->type), c->usable ? "" : " unusable: ", c->unusable_reason);
+                ms_vk_type_name(c->type), c->usable ? "" : " unusable: ", c->unusable_reason);
     }
+}
+
+int ms_vk_env_device(int32_t *out) {
+    *out = -1;
+    const char *e = getenv("MOESTREAM_DEVICE");
+    if (!e || !e[0]) return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(e, &end, 10);
+    if (errno || *end || v < 0 || v > INT32_MAX) return -MS_E_INVALID_ARG;
+    *out = (int32_t)v;
+    return 0;
 }
 
 /* Device index from opts or MOESTREAM_DEVICE; -1 = choose. */
 static int wanted_index(const ms_vk_opts *o, int32_t *out) {
     *out = o->device_index;
     if (o->device_index >= 0) return 0;
-    const char *e = getenv("MOESTREAM_DEVICE");
-    if (!e || !e[0]) return 0;
-    char *end;
-    errno = 0;
-    long v = strtol(e, &end, 10);
-    if (errno || *end || v < 0 || v > INT32_MAX) {
-        MS_LOGE("MOESTREAM_DEVICE=%s: expected a device index (0, 1, ...)", e);
-        return -MS_E_INVALID_ARG;
+    int rc = ms_vk_env_device(out);
+    if (rc) MS_LOGE("MOESTREAM_DEVICE=%s: expected a device index (0, 1, ...)", getenv("MOESTREAM_DEVICE"));
+    return rc;
+}
+
+int ms_vk_choose_device(const ms_vk_caps *caps, uint32_t n, int32_t requested) {
+    if (requested >= 0) {
+        if ((uint32_t)requested >= n) return -MS_E_RANGE;
+        return caps[requested].usable ? requested : -MS_E_UNSUPPORTED;
     }
-    *out = (int32_t)v;
-    return 0;
+    int best = -1;
+    for (uint32_t i = 0; i < n; i++)
+        if (caps[i].usable && (best < 0 || type_rank(caps[i].type) > type_rank(caps[best].type)))
+            best = (int)i;
+    return best >= 0 ? best : -MS_E_NO_DEVICE;
 }
 
 static int choose_device(const probe *probes, uint32_t n, int32_t want, uint32_t *out) {
@@ -654,34 +670,24 @@ static int choose_device(const probe *probes, uint32_t n, int32_t want, uint32_t
                 "testing install mesa-vulkan-drivers for lavapipe)");
         return -MS_E_NO_DEVICE;
     }
-    if (want >= 0) {
-        if ((uint32_t)want >= n) {
-            MS_LOGE("Vulkan device index %d out of range (%u device%s):", want, n,
-                    n == 1 ? "" : "s");
-            log_devices(probes, n);
-            return -MS_E_RANGE;
-        }
-        if (!probes[want].caps.usable) {
-            MS_LOGE("Vulkan device %d (%s) is not usable: %s. Devices:", want,
-                    probes[want].caps.device_name, probes[want].caps.unusable_reason);
-            log_devices(probes, n);
-            return -MS_E_UNSUPPORTED;
-        }
-        *out = (uint32_t)want;
+    ms_vk_caps *caps = ms_malloc(sizeof *caps * n);
+    if (!caps) return -MS_E_NOMEM;
+    for (uint32_t i = 0; i < n; i++) caps[i] = probes[i].caps;
+    int pick = ms_vk_choose_device(caps, n, want);
+    ms_free(caps);
+    if (pick >= 0) {
+        *out = (uint32_t)pick;
         return 0;
     }
-    int best = -1;
-    for (uint32_t i = 0; i < n; i++)
-        if (probes[i].caps.usable &&
-            (best < 0 || type_rank(probes[i].caps.type) > type_rank(probes[best].caps.type)))
-            best = (int)i;
-    if (best < 0) {
+    if (pick == -MS_E_RANGE)
+        MS_LOGE("Vulkan device index %d out of range (%u device%s):", want, n, n == 1 ? "" : "s");
+    else if (pick == -MS_E_UNSUPPORTED)
+        MS_LOGE("Vulkan device %d (%s) is not usable: %s. Devices:", want,
+                probes[want].caps.device_name, probes[want].caps.unusable_reason);
+    else
         MS_LOGE("no usable Vulkan device; found:");
-        log_devices(probes, n);
-        return -MS_E_NO_DEVICE;
-    }
-    *out = (uint32_t)best;
-    return 0;
+    log_devices(probes, n);
+    return pick;
 }
 
 static int create_device(ms_vk *vk, const probe *p) {
@@ -784,7 +790,7 @@ int ms_vk_open(ms_vk **out, const ms_vk_opts *opts_in) {
     const ms_vk_caps *c = &vk->caps;
     MS_LOGD("vulkan: device %u %s (%s, %s), driver %s %s, API %u.%u.%u, subgroup %u [%u..%u], "
             "push descriptors %s, timeline %s, validation %s",
-            c->index, c->device_name, ms_vk_vendor_name(c->vendor_id), type_name(c->type),
+            c->index, c->device_name, ms_vk_vendor_name(c->vendor_id), ms_vk_type_name(c->type),
             c->driver_name, c->driver_info, VK_API_VERSION_MAJOR(c->api_version),
             VK_API_VERSION_MINOR(c->api_version), VK_API_VERSION_PATCH(c->api_version),
             c->subgroup_size, c->subgroup_size_min, c->subgroup_size_max,

@@ -91,6 +91,19 @@ typedef struct ms_vk_caps {
  * Returns -MS_E_NO_DEVICE (with err filled) when no Vulkan loader or instance is available. */
 int ms_vk_enumerate(ms_vk_caps **out, uint32_t *n, char *err, size_t err_len);
 
+/* "discrete", "integrated", "virtual", "cpu" or "other". */
+const char *ms_vk_type_name(VkPhysicalDeviceType type);
+
+/* The device rule ms_vk_open applies to the n devices of ms_vk_enumerate: requested >= 0 picks
+ * that index; -1 picks the best usable device by type (discrete > integrated > virtual > cpu, the
+ * lowest index among equals). Returns the index, or -MS_E_RANGE (requested out of range),
+ * -MS_E_UNSUPPORTED (requested device unusable), -MS_E_NO_DEVICE (none usable). Logs nothing. */
+int ms_vk_choose_device(const ms_vk_caps *caps, uint32_t n, int32_t requested);
+
+/* MOESTREAM_DEVICE as an index: *out = -1 when unset or empty; -MS_E_INVALID_ARG when it is not a
+ * non-negative integer. */
+int ms_vk_env_device(int32_t *out);
+
 /* Human-readable vendor name from a PCI vendor id ("NVIDIA", "AMD", "Intel", "Mesa/CPU", ...). */
 const char *ms_vk_vendor_name(uint32_t vendor_id);
 
