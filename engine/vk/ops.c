@@ -153,12 +153,16 @@ static void tune_device_default(const ms_vk_caps *caps, ms_wenc enc, ms_vk_gemv_
     }
     switch (caps->vendor_id) {
     case VENDOR_NVIDIA:
-        /* 4 warps per group: enough groups per SM to hide DRAM latency with 8 x 16-byte loads in
-         * flight per lane (rows x unroll). FP4 decodes ~4 ALU ops per weight byte pair and reads
-         * 8 bytes of x per weight byte, so it reuses each x chunk over more rows. */
-        t->wg_size = 128;
-        t->rows_per_wg = enc == MS_WENC_FP4 ? 8 : 4;
-        t->unroll = enc == MS_WENC_FP4 ? 1 : 2;
+        /* Measured on an H200 (sweeps of wg x rows x unroll; tmp bench, see the ops report):
+         * F32/BF16 stream at ~4.5 TB/s with 4 warps, 4 rows and 2 chunks per row in flight
+         * (8 x 16-byte loads per lane). FP8 does best with 2 warps x 8 rows (4.45 TB/s at n = 1,
+         * and it keeps more of that at n > 1, where x loads dominate). FP4 is bound by instruction
+         * issue (~4 ops per weight: shifts/masks on the half-rate INT pipe, f16->f32, FMA) and by
+         * x loads (8 bytes of x per weight byte): one warp and 8 rows per x chunk did best
+         * (2.5-2.8 TB/s); 16 rows or unroll 2 lost. */
+        t->wg_size = enc == MS_WENC_FP4 ? 32 : enc == MS_WENC_FP8 ? 64 : 128;
+        t->rows_per_wg = enc == MS_WENC_FP4 || enc == MS_WENC_FP8 ? 8 : 4;
+        t->unroll = enc == MS_WENC_FP4 || enc == MS_WENC_FP8 ? 1 : 2;
         return;
     case VENDOR_AMD:
         /* Wave64 (or wave32 on RDNA): 256 lanes keeps 4-8 waves per group; same reuse reasoning. */
@@ -189,15 +193,18 @@ void ms_vk_gemv_tune_default(const ms_vk *vk, ms_wenc enc, ms_vk_gemv_tune *out)
     tune_device_default(ms_vk_get_caps(vk), enc_valid(enc) ? enc : MS_WENC_F32, out);
 }
 
-/* Fill zero fields of *t with defaults adapted to the shape: fewer rows per group as n grows
+/* Fill zero fields of *t with defaults adapted to the shape: fewer rows per group for large n
  * (rows x n accumulators live in registers), and smaller groups when a row has too few chunks to
- * give every invocation a full step (short-K FP4 rows otherwise leave most lanes idle). */
+ * give every invocation two steps (short-K rows otherwise leave most lanes idle: H200 FP8
+ * [65536 x 1536], 96 chunks a row: 32 lanes 3.99 TB/s, 128 lanes 2.64). */
 static void tune_resolve(const ms_vk_caps *caps, ms_wenc enc, uint32_t k, uint32_t n, ms_vk_gemv_tune *t) {
     ms_vk_gemv_tune d;
     tune_device_default(caps, enc, &d);
     if (!t->rows_per_wg) {
+        /* x loads scale with n / rows; registers with rows x n. H200: more rows won at every n
+         * (x-load bound; FP4 n = 8: 8 rows 431 GB/s, 4 rows 253), so shrink only past 64. */
         uint32_t r = d.rows_per_wg;
-        while (r > 1 && r * n > 16) r /= 2;
+        while (r > 1 && r * n > 64) r /= 2;
         t->rows_per_wg = r;
     }
     if (!t->unroll) t->unroll = d.unroll;
@@ -205,7 +212,7 @@ static void tune_resolve(const ms_vk_caps *caps, ms_wenc enc, uint32_t k, uint32
         const uint32_t nch = k / k_chunk_elems[enc];
         const uint32_t sg = t->subgroup_size ? t->subgroup_size : caps->subgroup_size;
         uint32_t wg = d.wg_size;
-        while (wg > sg && wg / 2 >= 1 && (uint64_t)wg * t->unroll > nch) wg /= 2;
+        while (wg > sg && (uint64_t)wg * t->unroll * 2 > nch) wg /= 2;
         t->wg_size = wg;
     }
 }
