@@ -14,6 +14,10 @@
  *   3 MS_GEMV_SPEC_NCOLS   activation columns n (1..8)
  *   4 MS_GEMV_SPEC_SG_MIN  smallest subgroup size the pipeline may run with (sizes shared memory)
  *   5 MS_GEMV_SPEC_X_VEC4  1: x_stride % 4 == 0 and x is 16-byte aligned, load x as vec4
+ *
+ * The tiled variants (gemv_tiled_<enc>, shaders/gemv_tiled.comp) read the same constants with two
+ * differences: ROWS is rows per *subgroup* (a workgroup has ROWS * WG / SG rows), and SG_MIN is the
+ * exact subgroup size SG (WG a multiple of it; the host pins it where the device can vary it).
  */
 #ifndef MS_SHADERS_GEMV_H
 #define MS_SHADERS_GEMV_H

@@ -17,6 +17,8 @@
 
 static const char *const k_gemv_variant[MS_WENC_COUNT] = {"gemv_f32", "gemv_bf16", "gemv_fp8", "gemv_fp4"};
 static const char *const k_enc_name[MS_WENC_COUNT] = {"f32", "bf16", "fp8", "fp4"};
+static const char *const k_gemv_tiled_variant[MS_WENC_COUNT] = {"gemv_tiled_f32", "gemv_tiled_bf16",
+                                                               "gemv_tiled_fp8", "gemv_tiled_fp4"};
 static const uint32_t k_chunk_elems[MS_WENC_COUNT] = {4, 8, 16, 32}; /* elements per 16 bytes */
 
 static bool enc_valid(ms_wenc enc) { return (unsigned)enc < (unsigned)MS_WENC_COUNT; }
@@ -184,13 +186,46 @@ static void tune_device_default(const ms_vk_caps *caps, ms_wenc enc, ms_vk_gemv_
     }
 }
 
+/* Which kernel: gemv_tiled_<enc> (x staged in shared memory per K-tile, each subgroup owns its
+ * rows) for FP4 and for n > 1, where x traffic and FP4 decoding bound gemv.comp; gemv_<enc> for
+ * F32/BF16/FP8 at n = 1, which already stream at ~90% of the H200's bandwidth. */
+static bool gemv_tiled(ms_wenc enc, uint32_t n) { return enc == MS_WENC_FP4 || n > 1; }
+
+/* Defaults of the tiled kernel; rows_per_wg is rows per workgroup = rows per subgroup x subgroups. */
+static void tune_tiled_default(const ms_vk_caps *caps, ms_wenc enc, uint32_t n, ms_vk_gemv_tune *t) {
+    memset(t, 0, sizeof *t);
+    const uint32_t sg = caps->subgroup_size ? caps->subgroup_size : 1;
+    uint32_t wg, rows_sg;
+    if (caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU) {
+        wg = 64;
+        rows_sg = n <= 2 ? 2 : 1;
+    } else if (caps->vendor_id == VENDOR_NVIDIA) {
+        /* H200 sweep (docs/bench-ledger.md, 2026-11-30): 4 rows per warp won at every n (FP4 n = 1
+         * 2.75 TB/s with 4 warps, the same with 8 rows a warp but 38% slower alone; FP4 n = 4 and
+         * FP8 n = 8 best with 8 warps: 1.17 / 1.24 TB/s; 16 warps or unroll 2 lost). */
+        wg = enc == MS_WENC_FP4 && n == 1 ? 128 : 256;
+        rows_sg = 4;
+    } else {
+        wg = 256;
+        rows_sg = n <= 2 ? 4 : 2;
+    }
+    if (wg < sg) wg = sg;
+    t->wg_size = wg;
+    t->rows_per_wg = rows_sg * (wg / sg);
+    t->unroll = 1;
+}
+
 void ms_vk_gemv_tune_default(const ms_vk *vk, ms_wenc enc, ms_vk_gemv_tune *out) {
     if (!out) return;
     if (!vk) {
         memset(out, 0, sizeof *out);
         return;
     }
-    tune_device_default(ms_vk_get_caps(vk), enc_valid(enc) ? enc : MS_WENC_F32, out);
+    if (!enc_valid(enc)) enc = MS_WENC_F32;
+    if (gemv_tiled(enc, 1))
+        tune_tiled_default(ms_vk_get_caps(vk), enc, 1, out);
+    else
+        tune_device_default(ms_vk_get_caps(vk), enc, out);
 }
 
 /* Fill zero fields of *t with defaults adapted to the shape: fewer rows per group for large n
@@ -263,33 +298,68 @@ int ms_vk_rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t 
         t = *tune;
     else
         memset(&t, 0, sizeof t);
-    tune_resolve(caps, w->enc, w->k, n, &t);
-    const uint32_t sg_min = t.subgroup_size ? t.subgroup_size : caps->subgroup_size_min;
-    const uint32_t nsg_max = (t.wg_size + sg_min - 1) / sg_min;
-    if (!is_pow2(t.wg_size) || t.wg_size > caps->max_workgroup_invocations || t.wg_size > 1024 ||
-        !is_pow2(t.rows_per_wg) || t.rows_per_wg > 64 || t.unroll < 1 || t.unroll > 8 ||
-        (t.subgroup_size && !is_pow2(t.subgroup_size)) ||
-        (uint64_t)nsg_max * t.rows_per_wg * n * 4 > caps->max_shared_memory) {
-        MS_LOGE("rec_gemv: %s: bad tune wg_size %u (power of two <= %u), rows_per_wg %u (power of two <= 64), "
-                "unroll %u (1..8), subgroup_size %u, or shared memory %llu > %u bytes",
-                en, t.wg_size, caps->max_workgroup_invocations < 1024 ? caps->max_workgroup_invocations : 1024,
-                t.rows_per_wg, t.unroll, t.subgroup_size, (unsigned long long)nsg_max * t.rows_per_wg * n * 4,
-                caps->max_shared_memory);
-        return -MS_E_INVALID_ARG;
-    }
-
+    const bool tiled = gemv_tiled(w->enc, n);
     uint32_t spec[MS_GEMV_N_SPEC];
+    uint32_t req_sg = t.subgroup_size;
+    if (tiled) {
+        /* Every subgroup owns rows_per_wg / (wg / sg) rows; the shader needs the exact subgroup
+         * size, so it is pinned where the device may vary it. */
+        const uint32_t sg = t.subgroup_size ? t.subgroup_size : caps->subgroup_size;
+        if (!req_sg && caps->subgroup_size_control && caps->subgroup_size_min != caps->subgroup_size_max)
+            req_sg = sg;
+        ms_vk_gemv_tune d;
+        tune_tiled_default(caps, w->enc, n, &d);
+        if (!t.wg_size) t.wg_size = d.wg_size;
+        if (!t.rows_per_wg && sg && d.wg_size >= sg && t.wg_size >= sg)
+            t.rows_per_wg = d.rows_per_wg / (d.wg_size / sg) * (t.wg_size / sg);
+        const uint64_t v4 = k_chunk_elems[w->enc] / 4;
+        if (!t.unroll) {
+            t.unroll = d.unroll;
+            while (t.unroll > 1 && n * v4 * ((uint64_t)sg * t.unroll + 1) * 16 > caps->max_shared_memory)
+                t.unroll /= 2;
+        }
+        const uint32_t nsg = sg ? t.wg_size / sg : 0;
+        const uint32_t rows_sg = nsg ? t.rows_per_wg / nsg : 0;
+        const uint64_t shm = n * v4 * ((uint64_t)sg * t.unroll + 1) * 16;
+        if (!is_pow2(sg) || !is_pow2(t.wg_size) || t.wg_size < sg || t.wg_size > caps->max_workgroup_invocations ||
+            t.wg_size > 1024 || !is_pow2(rows_sg) || rows_sg * nsg != t.rows_per_wg || rows_sg > 64 ||
+            t.unroll < 1 || t.unroll > 8 || shm > caps->max_shared_memory) {
+            MS_LOGE("rec_gemv: %s (tiled): bad tune wg_size %u (power of two, >= subgroup %u, <= %u), rows_per_wg "
+                    "%u (a power of two <= 64 per subgroup), unroll %u (1..8), or shared memory %llu > %u bytes",
+                    en, t.wg_size, sg, caps->max_workgroup_invocations < 1024 ? caps->max_workgroup_invocations : 1024,
+                    t.rows_per_wg, t.unroll, (unsigned long long)shm, caps->max_shared_memory);
+            return -MS_E_INVALID_ARG;
+        }
+        spec[MS_GEMV_SPEC_ROWS] = rows_sg;
+        spec[MS_GEMV_SPEC_SG_MIN] = sg;
+    } else {
+        tune_resolve(caps, w->enc, w->k, n, &t);
+        const uint32_t sg_min = t.subgroup_size ? t.subgroup_size : caps->subgroup_size_min;
+        const uint32_t nsg_max = (t.wg_size + sg_min - 1) / sg_min;
+        if (!is_pow2(t.wg_size) || t.wg_size > caps->max_workgroup_invocations || t.wg_size > 1024 ||
+            !is_pow2(t.rows_per_wg) || t.rows_per_wg > 64 || t.unroll < 1 || t.unroll > 8 ||
+            (t.subgroup_size && !is_pow2(t.subgroup_size)) ||
+            (uint64_t)nsg_max * t.rows_per_wg * n * 4 > caps->max_shared_memory) {
+            MS_LOGE("rec_gemv: %s: bad tune wg_size %u (power of two <= %u), rows_per_wg %u (power of two <= 64), "
+                    "unroll %u (1..8), subgroup_size %u, or shared memory %llu > %u bytes",
+                    en, t.wg_size, caps->max_workgroup_invocations < 1024 ? caps->max_workgroup_invocations : 1024,
+                    t.rows_per_wg, t.unroll, t.subgroup_size, (unsigned long long)nsg_max * t.rows_per_wg * n * 4,
+                    caps->max_shared_memory);
+            return -MS_E_INVALID_ARG;
+        }
+        spec[MS_GEMV_SPEC_ROWS] = t.rows_per_wg;
+        spec[MS_GEMV_SPEC_SG_MIN] = sg_min;
+    }
     spec[MS_GEMV_SPEC_WG] = t.wg_size;
-    spec[MS_GEMV_SPEC_ROWS] = t.rows_per_wg;
     spec[MS_GEMV_SPEC_UNROLL] = t.unroll;
     spec[MS_GEMV_SPEC_NCOLS] = n;
-    spec[MS_GEMV_SPEC_SG_MIN] = sg_min;
     spec[MS_GEMV_SPEC_X_VEC4] = (x_stride % 4 == 0 && x.offset % 16 == 0) ? 1u : 0u;
+    const char *variant = tiled ? k_gemv_tiled_variant[w->enc] : k_gemv_variant[w->enc];
     ms_vk_pipeline *pipe;
-    int rc = ms_vk_pipeline_get(vk, k_gemv_variant[w->enc], spec, MS_GEMV_N_SPEC, t.subgroup_size, &pipe);
+    int rc = ms_vk_pipeline_get(vk, variant, spec, MS_GEMV_N_SPEC, req_sg, &pipe);
     if (rc) {
-        MS_LOGE("rec_gemv: %s: no pipeline for wg %u rows %u unroll %u n %u subgroup %u: %s", en, t.wg_size,
-                t.rows_per_wg, t.unroll, n, t.subgroup_size, ms_strerror(rc));
+        MS_LOGE("rec_gemv: %s: no pipeline %s for wg %u rows %u unroll %u n %u subgroup %u: %s", en, variant,
+                t.wg_size, t.rows_per_wg, t.unroll, n, req_sg, ms_strerror(rc));
         return rc;
     }
 
