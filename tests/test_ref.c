@@ -45,6 +45,17 @@ static void test_e4m3(void) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         CHECK(same(ms_ref_e4m3_to_f32(cases[i].code), cases[i].want), "e4m3 0x%02x -> %g, want %g",
               cases[i].code, ms_ref_e4m3_to_f32(cases[i].code), cases[i].want);
+    /* Every code against the format's definition, computed independently with ldexp. */
+    for (int c = 0; c < 256; c++) {
+        int e = (c >> 3) & 15, m = c & 7;
+        double mag = e ? ldexp(1.0 + m / 8.0, e - 7) : ldexp(m / 8.0, -6);
+        double want = (c & 0x80) ? -mag : mag;
+        if ((c & 0x7F) == 0x7F) continue; /* NaN, checked above */
+        CHECK((double)ms_ref_e4m3_to_f32((uint8_t)c) == want, "e4m3 0x%02x -> %g, want %g", c,
+              ms_ref_e4m3_to_f32((uint8_t)c), want);
+    }
+    for (int v = 0; v < 255; v++)
+        CHECK((double)ms_ref_e8m0_to_f32((uint8_t)v) == ldexp(1.0, v - 127), "e8m0 %d", v);
     /* Every finite positive code is strictly increasing; negatives mirror them. */
     for (int c = 1; c < 0x7F; c++) {
         CHECK(ms_ref_e4m3_to_f32((uint8_t)c) > ms_ref_e4m3_to_f32((uint8_t)(c - 1)), "e4m3 order %d", c);

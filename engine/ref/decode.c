@@ -46,34 +46,38 @@ float ms_ref_bf16_to_f32(uint16_t v) {
     return f;
 }
 
-/* OCP e4m3fn: 1 sign, 4 exponent (bias 7), 3 mantissa; no infinities; S.1111.111 is NaN. */
-float ms_ref_e4m3_to_f32(uint8_t v) {
-    int sign = v >> 7;
-    int e = (v >> 3) & 0xF;
-    int m = v & 7;
-    float mag;
-    if (e == 15 && m == 7)
-        return NAN;
-    else if (e == 0)
-        mag = ldexpf((float)m, -9); /* subnormal: m/8 * 2^-6 */
-    else
-        mag = ldexpf(1.0f + (float)m / 8.0f, e - 7);
-    return sign ? -mag : mag;
+static float bits_to_f32(uint32_t bits) {
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
 }
 
-/* e8m0: an unsigned biased exponent, 2^(v-127); 0xFF is NaN. */
+/* OCP e4m3fn: 1 sign, 4 exponent (bias 7), 3 mantissa; no infinities; S.1111.111 is NaN.
+ * Normal codes are rebuilt as F32 bits (exponent rebased by 127 - 7 = 120); subnormals are
+ * m/8 * 2^-6 = m * 2^-9. Bits, not ldexpf: the reference decodes every weight through here. */
+float ms_ref_e4m3_to_f32(uint8_t v) {
+    uint32_t sign = (uint32_t)(v >> 7) << 31;
+    uint32_t e = (v >> 3) & 0xF;
+    uint32_t m = v & 7;
+    if (e == 15 && m == 7) return NAN;
+    if (e == 0) {
+        float mag = (float)m * 0x1p-9f;
+        return sign ? -mag : mag;
+    }
+    return bits_to_f32(sign | (e + 120) << 23 | m << 20);
+}
+
+/* e8m0: an unsigned biased exponent, 2^(v-127); 0xFF is NaN; 0 is 2^-127, an F32 subnormal. */
 float ms_ref_e8m0_to_f32(uint8_t v) {
     if (v == 0xFF) return NAN;
-    return ldexpf(1.0f, (int)v - 127);
+    return v == 0 ? bits_to_f32(0x00400000u) : bits_to_f32((uint32_t)v << 23);
 }
 
 /* e2m1: 1 sign, 2 exponent (bias 1), 1 mantissa: 0, 0.5, 1, 1.5, 2, 3, 4, 6 and negatives. */
 float ms_ref_fp4_to_f32(uint8_t nibble) {
-    int sign = (nibble >> 3) & 1;
-    int e = (nibble >> 1) & 3;
-    int m = nibble & 1;
-    float mag = e == 0 ? 0.5f * (float)m : ldexpf(1.0f + 0.5f * (float)m, e - 1);
-    return sign ? -mag : mag;
+    static const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    float v = mag[nibble & 7];
+    return (nibble & 8) ? -v : v;
 }
 
 float ms_ref_weight_at(const ms_weight_view *w, uint32_t row, uint32_t col) {
