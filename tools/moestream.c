@@ -12,6 +12,7 @@
 #endif
 
 int ms_cmd_doctor(int argc, char **argv); /* tools/doctor.c */
+int ms_cmd_logits(int argc, char **argv); /* tools/logits.c */
 
 typedef int (*cmd_fn)(int argc, char **argv);
 
@@ -21,6 +22,7 @@ static const struct {
     const char *summary;
 } commands[] = {
     {"doctor", ms_cmd_doctor, "check this machine: Vulkan devices, io_uring, O_DIRECT, RAM"},
+    {"logits", ms_cmd_logits, "CPU reference logits of a token list as JSON (correctness hook)"},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

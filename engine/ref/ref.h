@@ -68,4 +68,46 @@ void ms_ref_gemv(const ms_weight_view *w, const float *x, uint32_t x_stride, flo
 void ms_ref_rmsnorm(const float *x, const void *w, ms_wenc w_enc, float *y, uint32_t dim,
                     uint32_t n_rows, float eps);
 
+/* ---- DeepSeek-V4 forward pass (engine/ref/v4_*.c; V4_SPEC §3) ----
+ *
+ * The whole model in scalar C: mHC residual streams, attention with the window ring, compressors
+ * and the lightning indexer, MoE with hash and score routing, final head. MTP (mtp.*) is not run.
+ * Weights are read in their stored encodings and decoded exactly; activations are F32 with double
+ * accumulation; the only deliberate roundings are the ones the official model stores (the KV
+ * latent's e4m3 fake-quant and the indexer's Hadamard + FP4 fake-quant, V4_SPEC §3.8).
+ *
+ * Ownership: the model borrows every tensor's data (the mapping behind `get` must outlive it) and
+ * owns only small decoded tables. A session owns its KV state (window rings, compressed rows,
+ * indexer keys, compressor states) and scratch; it reads the model, which must outlive it.
+ * Threads: a model is read-only after creation and may serve sessions on several threads; one
+ * session is used by one thread at a time.
+ */
+typedef struct ms_st_tensor ms_st_tensor;
+typedef struct ms_v4_config ms_v4_config;
+
+/* Returns the checkpoint tensor called name (e.g. "layers.3.attn.wq_a.weight"), NULL if absent. */
+typedef const ms_st_tensor *(*ms_ref_tensor_fn)(void *ctx, const char *name);
+typedef struct ms_ref_model ms_ref_model;
+
+/* Binds every tensor the config implies and checks its dtype and shape (expert weights: I8 = FP4
+ * with a [out][in/32] E8M0 scale, or F8_E4M3 with 128x128 scales). Returns 0, or -MS_E_FORMAT /
+ * -MS_E_INVALID_ARG with err naming the tensor (or config field), expected vs found. */
+int ms_ref_model_create(const ms_v4_config *cfg, ms_ref_tensor_fn get, void *ctx,
+                        ms_ref_model **out, char *err, size_t err_len);
+void ms_ref_model_free(ms_ref_model *m); /* NULL ok */
+
+typedef struct ms_ref_session ms_ref_session;
+
+/* max_tokens: the most positions the session will hold (bounds the compressed-row storage). */
+int ms_ref_session_create(const ms_ref_model *m, uint32_t max_tokens, ms_ref_session **out);
+void ms_ref_session_free(ms_ref_session *s); /* NULL ok */
+void ms_ref_session_reset(ms_ref_session *s); /* back to position 0, state cleared */
+
+/* Appends n tokens at the session's current position. logits: [n][vocab] F32, one row per token of
+ * the call. Any split of a sequence into calls gives bit-identical logits. Returns 0,
+ * -MS_E_INVALID_ARG (token id >= vocab, n == 0) or -MS_E_RANGE (pos + n > max_tokens); on error
+ * the session is unchanged. */
+int ms_ref_session_forward(ms_ref_session *s, const uint32_t *tokens, uint32_t n, float *logits);
+uint32_t ms_ref_session_pos(const ms_ref_session *s);
+
 #endif

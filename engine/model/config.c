@@ -1,0 +1,719 @@
+/* engine/model/config.c — DeepSeek-V4 config.json and the tensor list it implies (config.h).
+ *
+ * Parsing never stops at the first problem: every missing, ill-typed or inconsistent field becomes
+ * one line of the error text, so a user fixing a hand-edited config sees everything at once.
+ * Relations between fields are checked only when the fields involved were read and are non-zero,
+ * so one missing field gives one line, not a cascade.
+ *
+ * The expected tensor shapes are formulas over the config (V4_SPEC §2.2); test_config checks that
+ * they reproduce the Pro and Flash tables.
+ */
+#include "engine/model/config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/status.h"
+
+#define MAX_CONFIG_BYTES ((size_t)16 << 20)
+#define ARCH_NAME "DeepseekV4ForCausalLM"
+#define MODEL_TYPE "deepseek_v4"
+#define MAX_MTP_LAYERS 4u
+#define FP8_BLOCK 128u
+#define FP4_BLOCK 32u
+
+/* ------------------------------------------------------------------------------------------ */
+/* problem list: lines joined by '\n', truncated with a count when err is full                  */
+
+typedef struct plist {
+    char *buf;
+    size_t cap, len;
+    uint32_t n, dropped;
+} plist;
+
+#define PLIST_TAIL 40u /* room kept for "\n... and N more problems" */
+
+static void plist_init(plist *pl, char *buf, size_t cap) {
+    pl->buf = buf;
+    pl->cap = cap;
+    pl->len = 0;
+    pl->n = pl->dropped = 0;
+    if (buf && cap) buf[0] = '\0';
+}
+
+#if defined(__GNUC__)
+static void prob(plist *pl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#endif
+static void prob(plist *pl, const char *fmt, ...) {
+    pl->n++;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    size_t ll = strlen(line), sep = pl->len ? 1 : 0;
+    if (!pl->buf || pl->dropped || pl->len + sep + ll + 1 + PLIST_TAIL > pl->cap) {
+        pl->dropped++;
+        return;
+    }
+    if (sep) pl->buf[pl->len++] = '\n';
+    memcpy(pl->buf + pl->len, line, ll + 1);
+    pl->len += ll;
+}
+
+static void plist_finish(plist *pl) {
+    if (!pl->dropped || !pl->buf || pl->cap == 0) return;
+    snprintf(pl->buf + pl->len, pl->cap - pl->len, "%s... and %u more problem%s",
+             pl->len ? "\n" : "", pl->dropped, pl->dropped == 1 ? "" : "s");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* field readers                                                                                */
+
+typedef struct reader {
+    const ms_json *root;
+    plist *pl;
+} reader;
+
+static bool req_u32(reader *r, const char *key, uint32_t *out) {
+    char msg[200];
+    int rc = ms_json_get_u32(r->root, key, out, msg, sizeof msg);
+    if (rc) prob(r->pl, "%s", msg);
+    return rc == 0;
+}
+
+static bool req_pos_u32(reader *r, const char *key, uint32_t *out) {
+    if (!req_u32(r, key, out)) return false;
+    if (*out == 0) {
+        prob(r->pl, "'%s': must be > 0", key);
+        return false;
+    }
+    return true;
+}
+
+static bool opt_u32(reader *r, const char *key, uint32_t *out, uint32_t dflt) {
+    if (!ms_json_get(r->root, key)) {
+        *out = dflt;
+        return true;
+    }
+    return req_u32(r, key, out);
+}
+
+static bool req_f64(reader *r, const char *key, double *out) {
+    char msg[200];
+    int rc = ms_json_get_f64(r->root, key, out, msg, sizeof msg);
+    if (rc) prob(r->pl, "%s", msg);
+    return rc == 0;
+}
+
+static void req_pos_f64(reader *r, const char *key, double *out) {
+    if (req_f64(r, key, out) && !(*out > 0)) prob(r->pl, "'%s': %g, must be > 0", key, *out);
+}
+
+static bool req_bool(reader *r, const char *key, bool *out) {
+    char msg[200];
+    int rc = ms_json_get_bool(r->root, key, out, msg, sizeof msg);
+    if (rc) prob(r->pl, "%s", msg);
+    return rc == 0;
+}
+
+/* A string field that must have one value (absent is a problem too). */
+static void req_str_is(reader *r, const char *key, const char *want) {
+    char msg[200];
+    const char *s;
+    int rc = ms_json_get_str(r->root, key, &s, msg, sizeof msg);
+    if (rc) {
+        prob(r->pl, "%s", msg);
+        return;
+    }
+    if (strcmp(s, want) != 0) {
+        char v[80];
+        ms_json_escape(s, strlen(s), v, sizeof v);
+        prob(r->pl, "'%s': \"%s\" is not supported (expected \"%s\")", key, v, want);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static int arch_check(const ms_json *root, char *err, size_t err_len) {
+    const ms_json *arch = ms_json_get(root, "architectures");
+    const ms_json *mt = ms_json_get(root, "model_type");
+    bool arch_ok = false;
+    char found[160] = "";
+    size_t fl = 0;
+    for (uint32_t i = 0; i < ms_json_len(arch) && ms_json_type_of(arch) == MS_JSON_ARRAY; i++) {
+        size_t sl;
+        const char *s = ms_json_str(ms_json_at(arch, i), &sl);
+        if (s && sl == strlen(ARCH_NAME) && strcmp(s, ARCH_NAME) == 0) arch_ok = true;
+        char e[64];
+        ms_json_escape(s ? s : "?", s ? sl : 1, e, sizeof e);
+        if (fl + strlen(e) + 4 < sizeof found)
+            fl += (size_t)snprintf(found + fl, sizeof found - fl, "%s\"%s\"", i ? ", " : "", e);
+    }
+    size_t ml;
+    const char *m = ms_json_str(mt, &ml);
+    bool mt_ok = m && strcmp(m, MODEL_TYPE) == 0 && ml == strlen(MODEL_TYPE);
+    if (arch_ok && mt_ok) return 0;
+    char mts[64];
+    if (m) ms_json_escape(m, ml, mts, sizeof mts);
+    else snprintf(mts, sizeof mts, "(%s)", ms_json_kind(mt));
+    if (err && err_len)
+        snprintf(err, err_len,
+                 "not a DeepSeek-V4 config: architectures [%s], model_type \"%s\" "
+                 "(expected [\"%s\"] and \"%s\")",
+                 ms_json_type_of(arch) == MS_JSON_ARRAY ? found : ms_json_kind(arch), mts,
+                 ARCH_NAME, MODEL_TYPE);
+    return -MS_E_UNSUPPORTED;
+}
+
+static void read_rope_scaling(reader *r, ms_v4_config *c) {
+    const ms_json *rs = ms_json_get(r->root, "rope_scaling");
+    if (!rs || ms_json_type_of(rs) == MS_JSON_NULL) return; /* no YaRN */
+    if (ms_json_type_of(rs) != MS_JSON_OBJECT) {
+        prob(r->pl, "'rope_scaling': expected object, found %s", ms_json_kind(rs));
+        return;
+    }
+    const ms_json *ty = ms_json_get(rs, "type");
+    if (!ty) ty = ms_json_get(rs, "rope_type");
+    size_t tl;
+    const char *t = ms_json_str(ty, &tl);
+    if (!t || strcmp(t, "yarn") != 0) {
+        char e[64];
+        ms_json_escape(t ? t : ms_json_kind(ty), t ? tl : strlen(ms_json_kind(ty)), e, sizeof e);
+        prob(r->pl, "'rope_scaling': type '%s' is not supported (expected \"yarn\")", e);
+        return;
+    }
+    c->yarn = true;
+    char msg[200];
+    /* messages from the sub-object name the inner key; prefix them */
+    if (ms_json_get_f64(rs, "factor", &c->yarn_factor, msg, sizeof msg))
+        prob(r->pl, "rope_scaling.%s", msg);
+    else if (!(c->yarn_factor > 0))
+        prob(r->pl, "'rope_scaling.factor': %g, must be > 0", c->yarn_factor);
+    if (ms_json_get_u32(rs, "original_max_position_embeddings", &c->yarn_original_max_pos, msg,
+                        sizeof msg))
+        prob(r->pl, "rope_scaling.%s", msg);
+    else if (c->yarn_original_max_pos == 0)
+        prob(r->pl, "'rope_scaling.original_max_position_embeddings': must be > 0");
+    if (ms_json_get_f64(rs, "beta_fast", &c->yarn_beta_fast, msg, sizeof msg))
+        prob(r->pl, "rope_scaling.%s", msg);
+    if (ms_json_get_f64(rs, "beta_slow", &c->yarn_beta_slow, msg, sizeof msg))
+        prob(r->pl, "rope_scaling.%s", msg);
+}
+
+static void read_compress_ratios(reader *r, ms_v4_config *c) {
+    const ms_json *a = ms_json_get(r->root, "compress_ratios");
+    if (!a) {
+        prob(r->pl, "'compress_ratios': missing");
+        return;
+    }
+    if (ms_json_type_of(a) != MS_JSON_ARRAY) {
+        prob(r->pl, "'compress_ratios': expected array, found %s", ms_json_kind(a));
+        return;
+    }
+    uint32_t n = ms_json_len(a), cap = MS_V4_MAX_LAYERS + MAX_MTP_LAYERS;
+    if (n > cap) {
+        prob(r->pl, "'compress_ratios': %u entries, at most %u supported", n, cap);
+        n = cap;
+    }
+    uint32_t bad = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const ms_json *v = ms_json_at(a, i);
+        int64_t x = ms_json_int(v);
+        if (!ms_json_is_int(v) || (x != 0 && x != 4 && x != 128)) {
+            if (bad++ < 4)
+                prob(r->pl, "'compress_ratios'[%u]: %s %g, must be 0, 4 or 128", i,
+                     ms_json_kind(v), ms_json_num(v));
+            continue;
+        }
+        c->compress_ratios[i] = (uint32_t)x;
+    }
+    if (bad > 4) prob(r->pl, "'compress_ratios': %u more invalid entries", bad - 4);
+    c->n_compress_ratios = n;
+}
+
+static void read_quant(reader *r) {
+    const ms_json *q = ms_json_get(r->root, "quantization_config");
+    if (!q || ms_json_type_of(q) == MS_JSON_NULL) return;
+    if (ms_json_type_of(q) != MS_JSON_OBJECT) {
+        prob(r->pl, "'quantization_config': expected object, found %s", ms_json_kind(q));
+        return;
+    }
+    const ms_json *m = ms_json_get(q, "quant_method");
+    const char *ms = ms_json_str(m, NULL);
+    if (m && (!ms || strcmp(ms, "fp8") != 0))
+        prob(r->pl, "'quantization_config.quant_method': must be \"fp8\"");
+    const ms_json *b = ms_json_get(q, "weight_block_size");
+    if (!b) return;
+    if (ms_json_type_of(b) != MS_JSON_ARRAY || ms_json_len(b) != 2 ||
+        ms_json_int(ms_json_at(b, 0)) != FP8_BLOCK || ms_json_int(ms_json_at(b, 1)) != FP8_BLOCK)
+        prob(r->pl, "'quantization_config.weight_block_size': must be [128, 128]");
+}
+
+static bool has_ratio(const ms_v4_config *c, uint32_t ratio) {
+    for (uint32_t i = 0; i < c->n_compress_ratios; i++)
+        if (c->compress_ratios[i] == ratio) return true;
+    return false;
+}
+
+static void validate(const ms_v4_config *c, plist *pl) {
+    if (c->rope_dim % 2)
+        prob(pl, "qk_rope_head_dim = %u, must be even (RoPE rotates pairs)", c->rope_dim);
+    if (c->head_dim && c->rope_dim && c->head_dim <= c->rope_dim)
+        prob(pl, "head_dim = %u must be greater than qk_rope_head_dim = %u", c->head_dim,
+             c->rope_dim);
+    if (c->n_heads && c->o_groups && c->n_heads % c->o_groups)
+        prob(pl, "num_attention_heads = %u is not a multiple of o_groups = %u", c->n_heads,
+             c->o_groups);
+    if (c->n_layers > MS_V4_MAX_LAYERS)
+        prob(pl, "num_hidden_layers = %u, at most %u supported", c->n_layers, MS_V4_MAX_LAYERS);
+    if (c->n_mtp_layers > MAX_MTP_LAYERS)
+        prob(pl, "num_nextn_predict_layers = %u, at most %u supported", c->n_mtp_layers,
+             MAX_MTP_LAYERS);
+    if (c->n_layers > MS_V4_MAX_LAYERS) {
+        /* already reported; the ratio count would only cascade */
+    } else if (c->n_layers && c->n_compress_ratios && c->n_compress_ratios < c->n_layers)
+        prob(pl, "compress_ratios has %u entries, fewer than num_hidden_layers = %u",
+             c->n_compress_ratios, c->n_layers);
+    else if (c->n_layers && c->n_compress_ratios &&
+             c->n_compress_ratios != c->n_layers + c->n_mtp_layers)
+        MS_LOGW("config: compress_ratios has %u entries, expected %u (num_hidden_layers + "
+                "num_nextn_predict_layers); MTP layers without an entry use ratio 0",
+                c->n_compress_ratios, c->n_layers + c->n_mtp_layers);
+    if (c->n_routed_experts && c->n_active_experts > c->n_routed_experts)
+        prob(pl, "num_experts_per_tok = %u exceeds n_routed_experts = %u", c->n_active_experts,
+             c->n_routed_experts);
+    if (c->n_layers && c->n_hash_layers > c->n_layers)
+        prob(pl, "num_hash_layers = %u exceeds num_hidden_layers = %u", c->n_hash_layers,
+             c->n_layers);
+    if (c->expert_fp4) {
+        if (c->dim % FP4_BLOCK)
+            prob(pl, "hidden_size = %u is not a multiple of %u (FP4 expert scale blocks)", c->dim,
+                 FP4_BLOCK);
+        if (c->moe_inter_dim % FP4_BLOCK)
+            prob(pl, "moe_intermediate_size = %u is not a multiple of %u (FP4 expert scale blocks)",
+                 c->moe_inter_dim, FP4_BLOCK);
+    }
+    if (has_ratio(c, 4)) {
+        if (c->index_n_heads == 0) prob(pl, "index_n_heads must be > 0 (ratio-4 layers exist)");
+        if (c->index_topk == 0) prob(pl, "index_topk must be > 0 (ratio-4 layers exist)");
+        if (c->index_head_dim == 0) prob(pl, "index_head_dim must be > 0 (ratio-4 layers exist)");
+        else if (c->rope_dim && c->index_head_dim <= c->rope_dim)
+            prob(pl, "index_head_dim = %u must be greater than qk_rope_head_dim = %u",
+                 c->index_head_dim, c->rope_dim);
+    }
+    if (c->vocab_size && c->bos_id >= c->vocab_size)
+        prob(pl, "bos_token_id = %u is outside the vocabulary (%u)", c->bos_id, c->vocab_size);
+    if (c->vocab_size && c->eos_id >= c->vocab_size)
+        prob(pl, "eos_token_id = %u is outside the vocabulary (%u)", c->eos_id, c->vocab_size);
+}
+
+int ms_v4_config_parse(const char *json, size_t len, ms_v4_config *cfg, char *err,
+                       size_t err_len) {
+    if (err && err_len) err[0] = '\0';
+    if (!cfg || (!json && len)) {
+        if (err && err_len) snprintf(err, err_len, "invalid argument");
+        return -MS_E_INVALID_ARG;
+    }
+    memset(cfg, 0, sizeof *cfg);
+    ms_json_doc *doc = NULL;
+    ms_json_error je;
+    int rc = ms_json_parse(json, len, NULL, &doc, &je);
+    if (rc) {
+        if (err && err_len) snprintf(err, err_len, "config.json: %s", je.msg);
+        return rc;
+    }
+    const ms_json *root = ms_json_root(doc);
+    if (ms_json_type_of(root) != MS_JSON_OBJECT) {
+        if (err && err_len)
+            snprintf(err, err_len, "config.json is a JSON %s, expected an object",
+                     ms_json_kind(root));
+        ms_json_free(doc);
+        return -MS_E_FORMAT;
+    }
+    rc = arch_check(root, err, err_len);
+    if (rc) {
+        ms_json_free(doc);
+        return rc;
+    }
+
+    plist pl;
+    plist_init(&pl, err, err_len);
+    reader r = {root, &pl};
+    ms_v4_config *c = cfg;
+    req_pos_u32(&r, "vocab_size", &c->vocab_size);
+    req_pos_u32(&r, "hidden_size", &c->dim);
+    req_pos_u32(&r, "num_hidden_layers", &c->n_layers);
+    req_pos_u32(&r, "num_attention_heads", &c->n_heads);
+    if (req_u32(&r, "num_key_value_heads", &c->n_kv_heads) && c->n_kv_heads != 1)
+        prob(&pl, "num_key_value_heads = %u, must be 1 (one shared K/V latent)", c->n_kv_heads);
+    req_pos_u32(&r, "head_dim", &c->head_dim);
+    req_pos_u32(&r, "qk_rope_head_dim", &c->rope_dim);
+    req_pos_u32(&r, "q_lora_rank", &c->q_lora_rank);
+    req_pos_u32(&r, "o_lora_rank", &c->o_lora_rank);
+    req_pos_u32(&r, "o_groups", &c->o_groups);
+    req_pos_u32(&r, "sliding_window", &c->window);
+    read_compress_ratios(&r, c);
+    req_pos_f64(&r, "rope_theta", &c->rope_theta);
+    req_pos_f64(&r, "compress_rope_theta", &c->compress_rope_theta);
+    read_rope_scaling(&r, c);
+    {
+        int64_t mp;
+        char msg[200];
+        if (ms_json_get_i64(root, "max_position_embeddings", &mp, msg, sizeof msg))
+            prob(&pl, "%s", msg);
+        else if (mp <= 0)
+            prob(&pl, "'max_position_embeddings': must be > 0");
+        else
+            c->max_position_embeddings = (uint64_t)mp;
+    }
+    req_u32(&r, "index_n_heads", &c->index_n_heads);
+    req_u32(&r, "index_head_dim", &c->index_head_dim);
+    req_u32(&r, "index_topk", &c->index_topk);
+    req_pos_u32(&r, "n_routed_experts", &c->n_routed_experts);
+    req_pos_u32(&r, "num_experts_per_tok", &c->n_active_experts);
+    req_u32(&r, "n_shared_experts", &c->n_shared_experts);
+    req_pos_u32(&r, "moe_intermediate_size", &c->moe_inter_dim);
+    req_u32(&r, "num_hash_layers", &c->n_hash_layers);
+    req_str_is(&r, "scoring_func", "sqrtsoftplus");
+    req_str_is(&r, "topk_method", "noaux_tc");
+    req_str_is(&r, "hidden_act", "silu");
+    req_bool(&r, "norm_topk_prob", &c->norm_topk_prob);
+    req_pos_f64(&r, "routed_scaling_factor", &c->routed_scaling_factor);
+    if (ms_json_get(root, "swiglu_limit") && ms_json_type_of(ms_json_get(root, "swiglu_limit")) !=
+                                                 MS_JSON_NULL) {
+        if (req_f64(&r, "swiglu_limit", &c->swiglu_limit) && c->swiglu_limit < 0)
+            prob(&pl, "'swiglu_limit': %g, must be >= 0 (0 = no clamp)", c->swiglu_limit);
+    }
+    req_pos_u32(&r, "hc_mult", &c->hc_mult);
+    req_pos_u32(&r, "hc_sinkhorn_iters", &c->hc_sinkhorn_iters);
+    req_pos_f64(&r, "hc_eps", &c->hc_eps);
+    req_pos_f64(&r, "rms_norm_eps", &c->rms_norm_eps);
+    opt_u32(&r, "num_nextn_predict_layers", &c->n_mtp_layers, 0);
+    {
+        const ms_json *ed = ms_json_get(root, "expert_dtype");
+        c->expert_fp4 = true; /* absent in early downloads: those are FP4 (V4_SPEC §0) */
+        if (ed) {
+            const char *s = ms_json_str(ed, NULL);
+            if (s && strcmp(s, "fp4") == 0) c->expert_fp4 = true;
+            else if (s && strcmp(s, "fp8") == 0) c->expert_fp4 = false;
+            else prob(&pl, "'expert_dtype': must be \"fp4\" or \"fp8\"");
+        }
+    }
+    read_quant(&r);
+    req_u32(&r, "bos_token_id", &c->bos_id);
+    req_u32(&r, "eos_token_id", &c->eos_id);
+    {
+        bool b;
+        if (ms_json_get(root, "tie_word_embeddings") &&
+            req_bool(&r, "tie_word_embeddings", &b) && b)
+            prob(&pl, "'tie_word_embeddings': true is not supported (V4 has separate embed/head)");
+        if (ms_json_get(root, "attention_bias") && req_bool(&r, "attention_bias", &b) && b)
+            prob(&pl, "'attention_bias': true is not supported");
+    }
+    validate(c, &pl);
+    plist_finish(&pl);
+    ms_json_free(doc);
+    return pl.n ? -MS_E_FORMAT : 0;
+}
+
+int ms_v4_config_load(const char *path, ms_v4_config *cfg, char *err, size_t err_len) {
+    if (err && err_len) err[0] = '\0';
+    if (!path || !cfg) {
+        if (err && err_len) snprintf(err, err_len, "invalid argument");
+        return -MS_E_INVALID_ARG;
+    }
+    struct stat sb;
+    char file[4096];
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        snprintf(file, sizeof file, "%s/config.json", path);
+    else
+        snprintf(file, sizeof file, "%s", path);
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int rc = -errno;
+        if (err && err_len) snprintf(err, err_len, "%s: %s", file, ms_strerror(rc));
+        return rc;
+    }
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (size_t)sb.st_size > MAX_CONFIG_BYTES) {
+        close(fd);
+        if (err && err_len)
+            snprintf(err, err_len, "%s: not a regular file of at most %zu bytes", file,
+                     MAX_CONFIG_BYTES);
+        return -MS_E_FORMAT;
+    }
+    size_t n = (size_t)sb.st_size, got = 0;
+    char *buf = ms_malloc(n ? n : 1);
+    if (!buf) {
+        close(fd);
+        return -MS_E_NOMEM;
+    }
+    while (got < n) {
+        ssize_t k = read(fd, buf + got, n - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            int rc = k < 0 ? -errno : -MS_E_IO;
+            close(fd);
+            ms_free(buf);
+            if (err && err_len)
+                snprintf(err, err_len, "%s: read failed: %s", file, ms_strerror(rc));
+            return rc;
+        }
+        got += (size_t)k;
+    }
+    close(fd);
+    int rc = ms_v4_config_parse(buf, n, cfg, err, err_len);
+    ms_free(buf);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* expected tensors (V4_SPEC §2.2)                                                              */
+
+uint32_t ms_v4_layer_ratio(const ms_v4_config *cfg, uint32_t layer) {
+    return layer < cfg->n_compress_ratios ? cfg->compress_ratios[layer] : 0;
+}
+
+typedef struct gen {
+    const ms_v4_config *c;
+    ms_v4_tensor_fn fn;
+    void *user;
+    const char *prefix;
+    int stop;
+} gen;
+
+static uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
+static void emit(gen *g, const char *suffix, ms_st_dtype dt, uint32_t n_dims, uint64_t d0,
+                 uint64_t d1) {
+    if (g->stop) return;
+    ms_v4_tensor_spec t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.name, sizeof t.name, "%s%s", g->prefix, suffix);
+    t.dtype = dt;
+    t.n_dims = n_dims;
+    t.shape[0] = d0;
+    t.shape[1] = n_dims > 1 ? d1 : 0;
+    g->stop = g->fn(&t, g->user);
+}
+
+/* An FP8 block-128 linear: weight e4m3 [out, in], scale e8m0 [ceil(out/128), ceil(in/128)]. */
+static void emit_fp8(gen *g, const char *base, uint64_t out, uint64_t in) {
+    char n[80];
+    snprintf(n, sizeof n, "%s.weight", base);
+    emit(g, n, MS_ST_F8_E4M3, 2, out, in);
+    snprintf(n, sizeof n, "%s.scale", base);
+    emit(g, n, MS_ST_F8_E8M0, 2, ceil_div(out, FP8_BLOCK), ceil_div(in, FP8_BLOCK));
+}
+
+/* A routed expert linear: FP4 packed two per byte along the input dim, one e8m0 per 32 inputs;
+ * or FP8 block-128 when expert_dtype is fp8. */
+static void emit_expert(gen *g, const char *base, uint64_t out, uint64_t in) {
+    if (!g->c->expert_fp4) {
+        emit_fp8(g, base, out, in);
+        return;
+    }
+    char n[80];
+    snprintf(n, sizeof n, "%s.weight", base);
+    emit(g, n, MS_ST_I8, 2, out, in / 2);
+    snprintf(n, sizeof n, "%s.scale", base);
+    emit(g, n, MS_ST_F8_E8M0, 2, out, in / FP4_BLOCK);
+}
+
+static void emit_hc_head(gen *g) {
+    const ms_v4_config *c = g->c;
+    emit(g, "hc_head_fn", MS_ST_F32, 2, c->hc_mult, (uint64_t)c->hc_mult * c->dim);
+    emit(g, "hc_head_base", MS_ST_F32, 1, c->hc_mult, 0);
+    emit(g, "hc_head_scale", MS_ST_F32, 1, 1, 0);
+}
+
+/* Compressor of width d (512 attention, index_head_dim inside the indexer) at ratio r. */
+static void emit_compressor(gen *g, const char *base, uint32_t ratio, uint64_t d) {
+    const ms_v4_config *c = g->c;
+    uint64_t coff = ratio == 4 ? 2 : 1; /* ratio 4 overlaps two blocks: double width */
+    char n[96];
+    snprintf(n, sizeof n, "%s.wkv.weight", base);
+    emit(g, n, MS_ST_BF16, 2, coff * d, c->dim);
+    snprintf(n, sizeof n, "%s.wgate.weight", base);
+    emit(g, n, MS_ST_BF16, 2, coff * d, c->dim);
+    snprintf(n, sizeof n, "%s.ape", base);
+    emit(g, n, MS_ST_F32, 2, ratio, coff * d);
+    snprintf(n, sizeof n, "%s.norm.weight", base);
+    emit(g, n, MS_ST_BF16, 1, d, 0);
+}
+
+/* One transformer block; layer >= n_layers is an MTP block. */
+static void emit_block(gen *g, uint32_t layer) {
+    const ms_v4_config *c = g->c;
+    uint64_t dim = c->dim, hc = c->hc_mult, mix = (2 + hc) * hc;
+    uint64_t q_out = (uint64_t)c->n_heads * c->head_dim;
+    uint64_t og = c->o_groups ? c->o_groups : 1;
+    uint32_t ratio = ms_v4_layer_ratio(c, layer);
+
+    emit(g, "attn_norm.weight", MS_ST_BF16, 1, dim, 0);
+    emit(g, "ffn_norm.weight", MS_ST_BF16, 1, dim, 0);
+    emit(g, "hc_attn_fn", MS_ST_F32, 2, mix, hc * dim);
+    emit(g, "hc_ffn_fn", MS_ST_F32, 2, mix, hc * dim);
+    emit(g, "hc_attn_base", MS_ST_F32, 1, mix, 0);
+    emit(g, "hc_ffn_base", MS_ST_F32, 1, mix, 0);
+    emit(g, "hc_attn_scale", MS_ST_F32, 1, 3, 0); /* pre, post, comb */
+    emit(g, "hc_ffn_scale", MS_ST_F32, 1, 3, 0);
+
+    emit_fp8(g, "attn.wq_a", c->q_lora_rank, dim);
+    emit(g, "attn.q_norm.weight", MS_ST_BF16, 1, c->q_lora_rank, 0);
+    emit_fp8(g, "attn.wq_b", q_out, c->q_lora_rank);
+    emit_fp8(g, "attn.wkv", c->head_dim, dim); /* one latent, K and V */
+    emit(g, "attn.kv_norm.weight", MS_ST_BF16, 1, c->head_dim, 0);
+    emit_fp8(g, "attn.wo_a", og * c->o_lora_rank, q_out / og);
+    emit_fp8(g, "attn.wo_b", dim, og * c->o_lora_rank);
+    emit(g, "attn.attn_sink", MS_ST_F32, 1, c->n_heads, 0);
+    if (ratio) emit_compressor(g, "attn.compressor", ratio, c->head_dim);
+    if (ratio == 4) {
+        emit_fp8(g, "attn.indexer.wq_b", (uint64_t)c->index_n_heads * c->index_head_dim,
+                 c->q_lora_rank);
+        emit(g, "attn.indexer.weights_proj.weight", MS_ST_BF16, 2, c->index_n_heads, dim);
+        emit_compressor(g, "attn.indexer.compressor", ratio, c->index_head_dim);
+    }
+
+    emit(g, "ffn.gate.weight", MS_ST_BF16, 2, c->n_routed_experts, dim);
+    if (layer < c->n_hash_layers) /* hash-routed: token id -> expert ids */
+        emit(g, "ffn.gate.tid2eid", MS_ST_I64, 2, c->vocab_size, c->n_active_experts);
+    else
+        emit(g, "ffn.gate.bias", MS_ST_F32, 1, c->n_routed_experts, 0);
+    if (c->n_shared_experts) {
+        uint64_t si = (uint64_t)c->moe_inter_dim * c->n_shared_experts;
+        emit_fp8(g, "ffn.shared_experts.w1", si, dim);
+        emit_fp8(g, "ffn.shared_experts.w3", si, dim);
+        emit_fp8(g, "ffn.shared_experts.w2", dim, si);
+    }
+    for (uint32_t e = 0; e < c->n_routed_experts && !g->stop; e++) {
+        char b[64];
+        snprintf(b, sizeof b, "ffn.experts.%u.w1", e);
+        emit_expert(g, b, c->moe_inter_dim, dim);
+        snprintf(b, sizeof b, "ffn.experts.%u.w3", e);
+        emit_expert(g, b, c->moe_inter_dim, dim);
+        snprintf(b, sizeof b, "ffn.experts.%u.w2", e);
+        emit_expert(g, b, dim, c->moe_inter_dim);
+    }
+}
+
+int ms_v4_for_each_tensor(const ms_v4_config *cfg, bool with_mtp, ms_v4_tensor_fn fn, void *user) {
+    if (!cfg || !fn) return -MS_E_INVALID_ARG;
+    gen g = {cfg, fn, user, "", 0};
+    emit(&g, "embed.weight", MS_ST_BF16, 2, cfg->vocab_size, cfg->dim);
+    emit(&g, "head.weight", MS_ST_BF16, 2, cfg->vocab_size, cfg->dim);
+    emit(&g, "norm.weight", MS_ST_BF16, 1, cfg->dim, 0);
+    emit_hc_head(&g);
+    char prefix[32];
+    for (uint32_t l = 0; l < cfg->n_layers && !g.stop; l++) {
+        snprintf(prefix, sizeof prefix, "layers.%u.", l);
+        g.prefix = prefix;
+        emit_block(&g, l);
+    }
+    for (uint32_t i = 0; with_mtp && i < cfg->n_mtp_layers && !g.stop; i++) {
+        snprintf(prefix, sizeof prefix, "mtp.%u.", i);
+        g.prefix = prefix;
+        emit_block(&g, cfg->n_layers + i);
+        emit_fp8(&g, "e_proj", cfg->dim, cfg->dim);
+        emit_fp8(&g, "h_proj", cfg->dim, cfg->dim);
+        emit(&g, "enorm.weight", MS_ST_BF16, 1, cfg->dim, 0);
+        emit(&g, "hnorm.weight", MS_ST_BF16, 1, cfg->dim, 0);
+        emit(&g, "norm.weight", MS_ST_BF16, 1, cfg->dim, 0);
+        emit_hc_head(&g);
+    }
+    return g.stop;
+}
+
+typedef struct find_ctx {
+    const char *name;
+    ms_v4_tensor_spec *out;
+} find_ctx;
+
+static int find_fn(const ms_v4_tensor_spec *t, void *user) {
+    find_ctx *f = user;
+    if (strcmp(t->name, f->name) != 0) return 0;
+    *f->out = *t;
+    return 1;
+}
+
+int ms_v4_expected_tensor(const ms_v4_config *cfg, const char *name, ms_v4_tensor_spec *out) {
+    if (!cfg || !name || !out) return -MS_E_INVALID_ARG;
+    find_ctx f = {name, out};
+    return ms_v4_for_each_tensor(cfg, true, find_fn, &f) == 1 ? 0 : -MS_E_NOT_FOUND;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* checkpoint check                                                                             */
+
+typedef struct check_ctx {
+    const ms_st *st;
+    uint8_t *seen; /* [ms_st_count] */
+    plist *pl;
+} check_ctx;
+
+static void fmt_shape(char *o, size_t n, uint32_t nd, const uint64_t *s) {
+    size_t k = (size_t)snprintf(o, n, "[");
+    for (uint32_t i = 0; i < nd && k < n; i++)
+        k += (size_t)snprintf(o + k, n - k, "%s%llu", i ? ", " : "", (unsigned long long)s[i]);
+    if (k < n) snprintf(o + k, n - k, "]");
+}
+
+static int check_fn(const ms_v4_tensor_spec *t, void *user) {
+    check_ctx *x = user;
+    uint32_t idx;
+    char es[64], fs[160];
+    fmt_shape(es, sizeof es, t->n_dims, t->shape);
+    if (ms_st_find_index(x->st, t->name, &idx) != 0) {
+        prob(x->pl, "%s: missing (expected %s %s)", t->name, ms_st_dtype_name(t->dtype), es);
+        return 0;
+    }
+    x->seen[idx] = 1;
+    const ms_st_tensor *f = ms_st_at(x->st, idx);
+    bool shape_ok = f->n_dims == t->n_dims;
+    for (uint32_t i = 0; shape_ok && i < t->n_dims; i++) shape_ok = f->shape[i] == t->shape[i];
+    bool dtype_ok = f->dtype == t->dtype;
+    fmt_shape(fs, sizeof fs, f->n_dims, f->shape);
+    if (!dtype_ok && !shape_ok)
+        prob(x->pl, "%s: dtype %s, expected %s; shape %s, expected %s", t->name,
+             ms_st_dtype_name(f->dtype), ms_st_dtype_name(t->dtype), fs, es);
+    else if (!dtype_ok)
+        prob(x->pl, "%s: dtype %s, expected %s", t->name, ms_st_dtype_name(f->dtype),
+             ms_st_dtype_name(t->dtype));
+    else if (!shape_ok)
+        prob(x->pl, "%s: shape %s, expected %s", t->name, fs, es);
+    return 0;
+}
+
+int ms_v4_check_tensors(const ms_v4_config *cfg, const ms_st *st, char *err, size_t err_len) {
+    if (err && err_len) err[0] = '\0';
+    if (!cfg || !st) return -MS_E_INVALID_ARG;
+    uint32_t n = ms_st_count(st);
+    bool any_mtp = false;
+    for (uint32_t i = 0; i < n && !any_mtp; i++)
+        any_mtp = strncmp(ms_st_at(st, i)->name, "mtp.", 4) == 0;
+    check_ctx x = {st, ms_calloc(n ? n : 1, 1), NULL};
+    if (!x.seen) return -MS_E_NOMEM;
+    plist pl;
+    plist_init(&pl, err, err_len);
+    x.pl = &pl;
+    ms_v4_for_each_tensor(cfg, any_mtp, check_fn, &x);
+    uint32_t extra = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (x.seen[i]) continue;
+        if (extra++ < 16)
+            MS_LOGW("checkpoint: unexpected tensor '%s' (ignored)", ms_st_at(st, i)->name);
+    }
+    if (extra > 16) MS_LOGW("checkpoint: %u more unexpected tensors (ignored)", extra - 16);
+    ms_free(x.seen);
+    plist_finish(&pl);
+    return pl.n ? -MS_E_FORMAT : 0;
+}

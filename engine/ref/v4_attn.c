@@ -1,0 +1,241 @@
+/* DeepSeek-V4 reference: attention of one layer (V4_SPEC §3.3–3.6) — low-rank queries, the shared
+ * KV latent and its window ring, the gated-pooling compressors, the lightning indexer, sparse
+ * attention with a per-head sink, inverse RoPE and the grouped output projection.
+ *
+ * Projections run over the whole sub-batch (they depend on nothing but the token); everything that
+ * touches state — ring writes, compressor pooling, index selection, attention — runs token by token
+ * in position order, exactly as the per-token rules say. So any split of a sequence into calls
+ * computes every value with the same operations in the same order: bit-identical logits. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/ref/v4_internal.h"
+
+/* Rows [r0, r0 + m) of an FP8 weight as a view of their own; r0 must start a 128-row scale block. */
+static ms_weight_view fp8_rows(const ms_weight_view *w, uint32_t r0, uint32_t m) {
+    ms_weight_view v = *w;
+    v.m = m;
+    v.data = (const uint8_t *)w->data + (size_t)r0 * w->k;
+    v.scale = w->scale + (size_t)(r0 / 128) * ((w->k + 127) / 128);
+    return v;
+}
+
+/* Unweighted RMS normalisation of x[n] (the per-head query norm). */
+static void rms_unweighted(float *x, uint32_t n, double eps) {
+    double ss = 0;
+    for (uint32_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float inv = (float)(1.0 / sqrt(ss / n + eps));
+    for (uint32_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+static double dot(const float *a, const float *b, uint32_t n) {
+    double acc = 0;
+    for (uint32_t i = 0; i < n; i++) acc += (double)a[i] * b[i];
+    return acc;
+}
+
+/* Feeds token p to a compressor (V4_SPEC §3.4). a, g: [coff*d] the token's wkv and wgate outputs.
+ * When p completes block j = p / r, pools the block into row[d] (per-channel softmax over the
+ * slots), applies the learned RMSNorm and RoPE at the block's first position j*r, and returns
+ * true; the caller applies the stored-value fake quantisation. */
+static bool cmp_push(const v4_compressor *c, v4_cmp_state *st, const float *a, const float *g,
+                     uint64_t p, const double *freq, uint32_t rope_dim, float eps, float *row) {
+    uint32_t r = c->ratio, d = c->d, w = c->coff * d;
+    uint32_t slot = (c->coff - 1) * r + (uint32_t)(p % r);
+    const float *ape = c->ape + (size_t)(p % r) * w;
+    for (uint32_t i = 0; i < w; i++) {
+        st->kv[(size_t)slot * w + i] = a[i];
+        st->score[(size_t)slot * w + i] = g[i] + ape[i];
+    }
+    if ((p + 1) % r) return false;
+
+    /* Overlap (ratio 4): slots 0..r-1 hold block j-1 and use channels [0, d); slots r..2r-1
+     * hold block j and use channels [d, 2d). Empty slots score -inf and weigh nothing. */
+    uint32_t n_slots = c->coff * r;
+    for (uint32_t ch = 0; ch < d; ch++) {
+        double mx = -INFINITY;
+        for (uint32_t sl = 0; sl < n_slots; sl++) {
+            uint32_t col = sl >= r ? d * (c->coff - 1) + ch : ch;
+            double v = st->score[(size_t)sl * w + col];
+            if (v > mx) mx = v;
+        }
+        double sum = 0, acc = 0;
+        for (uint32_t sl = 0; sl < n_slots; sl++) {
+            uint32_t col = sl >= r ? d * (c->coff - 1) + ch : ch;
+            double v = st->score[(size_t)sl * w + col];
+            if (v == -INFINITY) continue;
+            double e = exp(v - mx);
+            sum += e;
+            acc += e * st->kv[(size_t)sl * w + col];
+        }
+        row[ch] = (float)(acc / sum);
+    }
+    if (c->coff == 2) { /* block j becomes the "previous" block of j+1 */
+        memcpy(st->kv, st->kv + (size_t)r * w, (size_t)r * w * sizeof(float));
+        memcpy(st->score, st->score + (size_t)r * w, (size_t)r * w * sizeof(float));
+    }
+    ms_ref_rmsnorm(row, c->norm, MS_WENC_BF16, row, d, 1, eps);
+    ms_ref_v4_rope(row + d - rope_dim, freq, rope_dim, p + 1 - r, false);
+    return true;
+}
+
+/* Higher score first; equal scores by lower block index (torch.topk leaves the order open). */
+static int cand_cmp(const void *pa, const void *pb) {
+    const v4_cand *a = pa, *b = pb;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
+    return a->j < b->j ? -1 : a->j > b->j;
+}
+
+/* Lightning-indexer selection for one query (V4_SPEC §3.5): marks sel[j] for the top
+ * k = min(index_topk, nb) of the nb valid blocks. qi: [n_heads][head_dim] rotated FP4-valued
+ * queries; wi: [n_heads] scaled head weights; keys: [nb][head_dim]. */
+static void index_select(const ms_v4_config *c, const float *qi, const float *wi,
+                         const float *keys, uint32_t nb, v4_scratch *sc, uint8_t *sel) {
+    uint32_t k = c->index_topk < nb ? c->index_topk : nb, dI = c->index_head_dim;
+    memset(sel, k == nb, nb);
+    if (k == nb) return; /* everything valid is selected; the scores cannot change that */
+    v4_cand *cd = sc->cand;
+    for (uint32_t j = 0; j < nb; j++) {
+        double score = 0;
+        for (uint32_t h = 0; h < c->index_n_heads; h++) {
+            double qk = dot(qi + (size_t)h * dI, keys + (size_t)j * dI, dI);
+            score += (qk > 0 ? qk : 0) * wi[h]; /* ReLU, then the per-head weight */
+        }
+        cd[j].score = isnan(score) ? -INFINITY : score;
+        cd[j].j = j;
+    }
+    qsort(cd, nb, sizeof *cd, cand_cmp);
+    for (uint32_t i = 0; i < k; i++) sel[cd[i].j] = 1;
+}
+
+/* Sparse attention of one query over n_ent KV rows ent[] (V4_SPEC §3.3): per head one softmax
+ * over all rows plus the sink in the denominator. q: [n_heads][head_dim]; o: [n_heads][head_dim]. */
+static void attend(const ms_v4_config *c, const float *sink, const float *q, const float **ent,
+                   uint32_t n_ent, v4_scratch *sc, float *o) {
+    uint32_t hd = c->head_dim;
+    double scale = 1.0 / sqrt((double)hd); /* no YaRN mscale */
+    double *z = sc->att_z, *acc = sc->att_acc;
+    for (uint32_t h = 0; h < c->n_heads; h++) {
+        const float *qh = q + (size_t)h * hd;
+        double mx = sink[h]; /* max(m, sink): same result, no overflow when the sink dominates */
+        for (uint32_t e = 0; e < n_ent; e++) {
+            z[e] = dot(qh, ent[e], hd) * scale;
+            if (z[e] > mx) mx = z[e];
+        }
+        double denom = exp(sink[h] - mx);
+        for (uint32_t e = 0; e < n_ent; e++) denom += (z[e] = exp(z[e] - mx));
+        memset(acc, 0, hd * sizeof(double));
+        for (uint32_t e = 0; e < n_ent; e++)
+            for (uint32_t i = 0; i < hd; i++) acc[i] += z[e] * ent[e][i];
+        for (uint32_t i = 0; i < hd; i++) o[(size_t)h * hd + i] = (float)(acc[i] / denom);
+    }
+}
+
+void ms_ref_v4_attention(ms_ref_session *s, uint32_t li, const float *x, uint32_t pos0, uint32_t n,
+                         float *out) {
+    const ms_ref_model *m = s->m;
+    const ms_v4_config *c = &m->cfg;
+    const v4_layer *L = &m->layers[li];
+    v4_layer_state *st = &s->layers[li];
+    v4_scratch *sc = &s->sc;
+    uint32_t dim = c->dim, H = c->n_heads, hd = c->head_dim, rd = c->rope_dim, nope = hd - rd;
+    uint32_t ql = c->q_lora_rank, G = c->o_groups, ol = c->o_lora_rank, qdim = H * hd;
+    uint32_t nI = c->index_n_heads, dI = c->index_head_dim, r = L->ratio;
+    float eps = (float)c->rms_norm_eps;
+
+    /* Queries: wq_a -> q_norm -> wq_b; per-head RMS over all head_dim dims, then RoPE. */
+    ms_ref_gemv(&L->wq_a, x, dim, sc->qr, ql, n);
+    ms_ref_rmsnorm(sc->qr, L->q_norm, MS_WENC_BF16, sc->qr, ql, n, eps);
+    ms_ref_gemv(&L->wq_b, sc->qr, ql, sc->q, qdim, n);
+    for (uint32_t t = 0; t < n; t++)
+        for (uint32_t h = 0; h < H; h++) {
+            float *qh = sc->q + (size_t)t * qdim + (size_t)h * hd;
+            rms_unweighted(qh, hd, c->rms_norm_eps);
+            ms_ref_v4_rope(qh + nope, L->rope_freq, rd, pos0 + t, false);
+        }
+
+    /* The single KV latent: wkv -> kv_norm -> RoPE; non-RoPE dims stored as e4m3 (block 64). */
+    ms_ref_gemv(&L->wkv, x, dim, sc->kv, hd, n);
+    ms_ref_rmsnorm(sc->kv, L->kv_norm, MS_WENC_BF16, sc->kv, hd, n, eps);
+    for (uint32_t t = 0; t < n; t++) {
+        float *kv = sc->kv + (size_t)t * hd;
+        ms_ref_v4_rope(kv + nope, L->rope_freq, rd, pos0 + t, false);
+        if (m->fq_kv_fp8) ms_ref_v4_fake_quant_fp8(kv, nope, 64);
+    }
+
+    if (r) {
+        uint32_t w = L->cmp.coff * hd;
+        ms_ref_gemv(&L->cmp.wkv, x, dim, sc->ca, w, n);
+        ms_ref_gemv(&L->cmp.wgate, x, dim, sc->cg, w, n);
+    }
+    if (r == 4) {
+        /* Indexer queries from the shared qr: RoPE on each head's last rope_dim dims, Hadamard,
+         * FP4 (block 32). Head weights from x, scaled by index_head_dim^-0.5 * n_heads^-0.5. */
+        ms_ref_gemv(&L->idx_wq_b, sc->qr, ql, sc->qi, nI * dI, n);
+        for (uint32_t t = 0; t < n; t++)
+            for (uint32_t h = 0; h < nI; h++) {
+                float *qh = sc->qi + ((size_t)t * nI + h) * dI;
+                ms_ref_v4_rope(qh + dI - rd, L->rope_freq, rd, pos0 + t, false);
+                ms_ref_v4_hadamard(qh, dI);
+                if (m->fq_index_fp4) ms_ref_v4_fake_quant_fp4(qh, dI, 32);
+            }
+        ms_ref_gemv(&L->idx_wproj, x, dim, sc->wi, nI, n);
+        double wscale = 1.0 / sqrt((double)dI) / sqrt((double)nI);
+        for (uint32_t i = 0; i < n * nI; i++) sc->wi[i] = (float)(sc->wi[i] * wscale);
+        ms_ref_gemv(&L->idx_cmp.wkv, x, dim, sc->ia, 2 * dI, n);
+        ms_ref_gemv(&L->idx_cmp.wgate, x, dim, sc->ig, 2 * dI, n);
+    }
+
+    /* Token by token: ring write -> indexer (its compressor, then selection) -> compressor ->
+     * attention -> inverse RoPE of the output at the query position. */
+    for (uint32_t t = 0; t < n; t++) {
+        uint64_t p = (uint64_t)pos0 + t;
+        memcpy(st->ring + (size_t)(p % c->window) * hd, sc->kv + (size_t)t * hd, hd * sizeof(float));
+        uint32_t nb = r ? (uint32_t)((p + 1) / r) : 0; /* complete blocks, incl. one ending at p */
+        if (r == 4) {
+            if (cmp_push(&L->idx_cmp, &st->idx, sc->ia + (size_t)t * 2 * dI,
+                         sc->ig + (size_t)t * 2 * dI, p, L->rope_freq, rd, eps, sc->crow)) {
+                ms_ref_v4_hadamard(sc->crow, dI);
+                if (m->fq_index_fp4) ms_ref_v4_fake_quant_fp4(sc->crow, dI, 32);
+                memcpy(st->idx.rows + (size_t)(p / 4) * dI, sc->crow, dI * sizeof(float));
+            }
+            index_select(c, sc->qi + (size_t)t * nI * dI, sc->wi + (size_t)t * nI, st->idx.rows,
+                         nb, sc, sc->isel);
+        }
+        if (r) {
+            uint32_t w = L->cmp.coff * hd;
+            if (cmp_push(&L->cmp, &st->cmp, sc->ca + (size_t)t * w, sc->cg + (size_t)t * w, p,
+                         L->rope_freq, rd, eps, sc->crow)) {
+                if (m->fq_kv_fp8) ms_ref_v4_fake_quant_fp8(sc->crow, nope, 64);
+                memcpy(st->cmp.rows + (size_t)(p / r) * hd, sc->crow, hd * sizeof(float));
+            }
+        }
+
+        /* Visible rows: the window (oldest first), then compressed blocks in index order. */
+        uint32_t n_ent = 0;
+        uint64_t w0 = p + 1 > c->window ? p + 1 - c->window : 0;
+        for (uint64_t wp = w0; wp <= p; wp++) sc->ent[n_ent++] = st->ring + (size_t)(wp % c->window) * hd;
+        for (uint32_t j = 0; j < nb; j++)
+            if (r != 4 || sc->isel[j]) sc->ent[n_ent++] = st->cmp.rows + (size_t)j * hd;
+
+        float *o = sc->o + (size_t)t * qdim;
+        attend(c, L->attn_sink, sc->q + (size_t)t * qdim, sc->ent, n_ent, sc, o);
+        for (uint32_t h = 0; h < H; h++) ms_ref_v4_rope(o + (size_t)h * hd + nope, L->rope_freq, rd, p, true);
+    }
+
+    /* Grouped output: group g (heads g*H/G ...) through rows [g*ol, (g+1)*ol) of wo_a, then wo_b. */
+    uint32_t gin = qdim / G;
+    for (uint32_t g = 0; g < G; g++) {
+        if ((size_t)g * ol % 128 == 0) {
+            ms_weight_view wg = fp8_rows(&L->wo_a, g * ol, ol);
+            ms_ref_gemv(&wg, sc->o + (size_t)g * gin, qdim, sc->u + (size_t)g * ol, G * ol, n);
+        } else { /* group rows share a scale block with the previous group: use the full matrix */
+            ms_ref_gemv(&L->wo_a, sc->o + (size_t)g * gin, qdim, sc->u_full, G * ol, n);
+            for (uint32_t t = 0; t < n; t++)
+                memcpy(sc->u + (size_t)t * G * ol + (size_t)g * ol,
+                       sc->u_full + (size_t)t * G * ol + (size_t)g * ol, ol * sizeof(float));
+        }
+    }
+    ms_ref_gemv(&L->wo_b, sc->u, G * ol, out, dim, n);
+}

@@ -1,0 +1,256 @@
+/* DeepSeek-V4 reference: sessions and the top level of the forward pass (V4_SPEC §3.1–3.2, §3.11):
+ * embedding into hc_mult residual streams, per layer mHC around attention and MoE, the final
+ * hc_head, norm and head. */
+#include <math.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/status.h"
+#include "engine/ref/v4_internal.h"
+
+/* Zeroed allocation remembered for ms_ref_session_free; NULL when out of memory. */
+static void *salloc(ms_ref_session *s, size_t count, size_t size) {
+    if (s->n_allocs == s->cap_allocs) {
+        uint32_t cap = s->cap_allocs ? 2 * s->cap_allocs : 64;
+        void **a = ms_realloc(s->allocs, cap * sizeof *a);
+        if (!a) return NULL;
+        s->allocs = a;
+        s->cap_allocs = cap;
+    }
+    void *p = ms_calloc(count ? count : 1, size);
+    if (p) s->allocs[s->n_allocs++] = p;
+    return p;
+}
+
+static bool cmp_state_alloc(ms_ref_session *s, v4_cmp_state *cs, const v4_compressor *c,
+                            uint32_t max_tokens) {
+    size_t slots = (size_t)c->coff * c->ratio * c->coff * c->d;
+    cs->n_rows = max_tokens / c->ratio;
+    cs->kv = salloc(s, slots, sizeof(float));
+    cs->score = salloc(s, slots, sizeof(float));
+    cs->rows = salloc(s, (size_t)cs->n_rows * c->d, sizeof(float));
+    return cs->kv && cs->score && cs->rows;
+}
+
+static void cmp_state_reset(v4_cmp_state *cs, const v4_compressor *c) {
+    size_t slots = (size_t)c->coff * c->ratio * c->coff * c->d;
+    memset(cs->kv, 0, slots * sizeof(float));
+    for (size_t i = 0; i < slots; i++) cs->score[i] = -INFINITY; /* empty slot */
+    memset(cs->rows, 0, (size_t)cs->n_rows * c->d * sizeof(float));
+}
+
+void ms_ref_session_reset(ms_ref_session *s) {
+    const ms_v4_config *c = &s->m->cfg;
+    for (uint32_t li = 0; li < c->n_layers; li++) {
+        const v4_layer *L = &s->m->layers[li];
+        v4_layer_state *st = &s->layers[li];
+        memset(st->ring, 0, (size_t)c->window * c->head_dim * sizeof(float));
+        if (L->ratio) cmp_state_reset(&st->cmp, &L->cmp);
+        if (L->ratio == 4) cmp_state_reset(&st->idx, &L->idx_cmp);
+    }
+    s->pos = 0;
+}
+
+int ms_ref_session_create(const ms_ref_model *m, uint32_t max_tokens, ms_ref_session **out) {
+    *out = NULL;
+    if (!m || max_tokens == 0) return -MS_E_INVALID_ARG;
+    ms_ref_session *s = ms_calloc(1, sizeof *s);
+    if (!s) return -MS_E_NOMEM;
+    s->m = m;
+    s->max_tokens = max_tokens;
+    const ms_v4_config *c = &m->cfg;
+    size_t B = MS_V4_SUB_BATCH, dim = c->dim, hc = c->hc_mult, mix = (2 + hc) * hc;
+    size_t qdim = (size_t)c->n_heads * c->head_dim, uo = (size_t)c->o_groups * c->o_lora_rank;
+    size_t dI = c->index_head_dim, nI = c->index_n_heads, K = c->n_active_experts;
+    size_t I = c->moe_inter_dim, wide = 2 * (c->head_dim > dI ? c->head_dim : dI);
+    size_t n_att = (size_t)c->window + max_tokens;
+    bool ok = true;
+
+    s->layers = salloc(s, c->n_layers, sizeof *s->layers);
+    ok = s->layers != NULL;
+    for (uint32_t li = 0; ok && li < c->n_layers; li++) {
+        const v4_layer *L = &m->layers[li];
+        v4_layer_state *st = &s->layers[li];
+        st->ring = salloc(s, (size_t)c->window * c->head_dim, sizeof(float));
+        ok = st->ring != NULL;
+        if (ok && L->ratio) ok = cmp_state_alloc(s, &st->cmp, &L->cmp, max_tokens);
+        if (ok && L->ratio == 4) ok = cmp_state_alloc(s, &st->idx, &L->idx_cmp, max_tokens);
+    }
+    v4_scratch *sc = &s->sc;
+    if (ok) {
+        sc->h = salloc(s, B * hc * dim, sizeof(float));
+        sc->res = salloc(s, B * hc * dim, sizeof(float));
+        sc->x = salloc(s, B * dim, sizeof(float));
+        sc->y = salloc(s, B * dim, sizeof(float));
+        sc->post = salloc(s, B * hc, sizeof(float));
+        sc->comb = salloc(s, B * hc * hc, sizeof(float));
+        sc->mix = salloc(s, B * mix, sizeof(float));
+        sc->qr = salloc(s, B * c->q_lora_rank, sizeof(float));
+        sc->q = salloc(s, B * qdim, sizeof(float));
+        sc->kv = salloc(s, B * c->head_dim, sizeof(float));
+        sc->o = salloc(s, B * qdim, sizeof(float));
+        sc->u = salloc(s, B * uo, sizeof(float));
+        sc->u_full = salloc(s, B * uo, sizeof(float));
+        sc->ca = salloc(s, B * wide, sizeof(float));
+        sc->cg = salloc(s, B * wide, sizeof(float));
+        sc->ia = salloc(s, B * 2 * dI, sizeof(float));
+        sc->ig = salloc(s, B * 2 * dI, sizeof(float));
+        sc->qi = salloc(s, B * nI * dI, sizeof(float));
+        sc->wi = salloc(s, B * nI, sizeof(float));
+        sc->crow = salloc(s, wide, sizeof(float));
+        sc->ent = salloc(s, n_att, sizeof(const float *));
+        sc->att_z = salloc(s, n_att, sizeof(double));
+        sc->att_acc = salloc(s, c->head_dim, sizeof(double));
+        sc->cand = salloc(s, max_tokens / 4 + 1, sizeof(v4_cand));
+        sc->isel = salloc(s, max_tokens / 4 + 1, 1);
+        sc->glog = salloc(s, B * c->n_routed_experts, sizeof(float));
+        sc->route = salloc(s, B * K, sizeof(int32_t));
+        sc->rw = salloc(s, B * K, sizeof(float));
+        sc->ex_x = salloc(s, B * dim, sizeof(float));
+        sc->ex_t = salloc(s, B, sizeof(uint32_t));
+        sc->ex_w = salloc(s, B, sizeof(float));
+        sc->ex_g = salloc(s, B * I, sizeof(float));
+        sc->ex_u = salloc(s, B * I, sizeof(float));
+        sc->ex_y = salloc(s, B * dim, sizeof(float));
+        sc->moe_acc = salloc(s, B * dim, sizeof(double));
+        sc->hfin = salloc(s, B * dim, sizeof(float));
+        ok = sc->h && sc->res && sc->x && sc->y && sc->post && sc->comb && sc->mix && sc->qr &&
+             sc->q && sc->kv && sc->o && sc->u && sc->u_full && sc->ca && sc->cg && sc->ia &&
+             sc->ig && sc->qi && sc->wi && sc->crow && sc->ent && sc->att_z && sc->att_acc &&
+             sc->cand && sc->isel && sc->glog && sc->route && sc->rw && sc->ex_x && sc->ex_t &&
+             sc->ex_w && sc->ex_g && sc->ex_u && sc->ex_y && sc->moe_acc && sc->hfin;
+    }
+    if (!ok) {
+        ms_ref_session_free(s);
+        return -MS_E_NOMEM;
+    }
+    ms_ref_session_reset(s);
+    *out = s;
+    return 0;
+}
+
+void ms_ref_session_free(ms_ref_session *s) {
+    if (!s) return;
+    for (uint32_t i = 0; i < s->n_allocs; i++) ms_free(s->allocs[i]);
+    ms_free(s->allocs);
+    ms_free(s);
+}
+
+uint32_t ms_ref_session_pos(const ms_ref_session *s) { return s->pos; }
+
+/* mix[n][mix_n] = (fn @ h_t) * rsqrt(mean(h_t^2) + eps) for each token's flattened streams.
+ * h: [n][hc*dim]; fn: F32 [mix_n][hc*dim]. */
+static void hc_mixes(const ms_v4_config *c, const float *h, const float *fn, uint32_t mix_n,
+                     float *mix, uint32_t n) {
+    uint32_t k = c->hc_mult * c->dim;
+    ms_weight_view w = {MS_WENC_F32, mix_n, k, fn, NULL};
+    ms_ref_gemv(&w, h, k, mix, mix_n, n);
+    for (uint32_t t = 0; t < n; t++) {
+        double ss = 0;
+        for (uint32_t i = 0; i < k; i++) ss += (double)h[(size_t)t * k + i] * h[(size_t)t * k + i];
+        double rs = 1.0 / sqrt(ss / k + c->rms_norm_eps);
+        for (uint32_t j = 0; j < mix_n; j++) mix[t * mix_n + j] = (float)(mix[t * mix_n + j] * rs);
+    }
+}
+
+/* x[dim] = sum_c pre[c] * h[c][:] (not normalised). h: [hc][dim]; pre: [hc]. */
+static void hc_reduce(const ms_v4_config *c, const float *h, const float *pre, float *x) {
+    for (uint32_t i = 0; i < c->dim; i++) {
+        double acc = 0;
+        for (uint32_t ch = 0; ch < c->hc_mult; ch++) acc += (double)pre[ch] * h[(size_t)ch * c->dim + i];
+        x[i] = (float)acc;
+    }
+}
+
+/* mHC pre for n tokens: x [n][dim], post [n][hc], comb [n][hc][hc] from h [n][hc][dim] and the
+ * sub-layer's fn [mix][hc*dim], scale [3], base [mix]. */
+static void hc_pre(ms_ref_session *s, const float *fn, const float *scale, const float *base,
+                   uint32_t n) {
+    const ms_v4_config *c = &s->m->cfg;
+    v4_scratch *sc = &s->sc;
+    uint32_t hc = c->hc_mult, mix_n = (2 + hc) * hc;
+    float pre[MS_V4_MAX_HC];
+    hc_mixes(c, sc->h, fn, mix_n, sc->mix, n);
+    for (uint32_t t = 0; t < n; t++) {
+        ms_ref_v4_hc_split(sc->mix + (size_t)t * mix_n, scale, base, hc, c->hc_sinkhorn_iters,
+                           c->hc_eps, pre, sc->post + (size_t)t * hc, sc->comb + (size_t)t * hc * hc);
+        hc_reduce(c, sc->h + (size_t)t * hc * c->dim, pre, sc->x + (size_t)t * c->dim);
+    }
+}
+
+/* mHC post: h[k] = post[k] * y + sum_j comb[j][k] * res[j] for each token (j source stream). */
+static void hc_post(ms_ref_session *s, uint32_t n) {
+    const ms_v4_config *c = &s->m->cfg;
+    v4_scratch *sc = &s->sc;
+    uint32_t hc = c->hc_mult, dim = c->dim;
+    for (uint32_t t = 0; t < n; t++) {
+        const float *y = sc->y + (size_t)t * dim, *res = sc->res + (size_t)t * hc * dim;
+        const float *post = sc->post + (size_t)t * hc, *comb = sc->comb + (size_t)t * hc * hc;
+        float *h = sc->h + (size_t)t * hc * dim;
+        for (uint32_t k = 0; k < hc; k++)
+            for (uint32_t i = 0; i < dim; i++) {
+                double acc = (double)post[k] * y[i];
+                for (uint32_t j = 0; j < hc; j++) acc += (double)comb[j * hc + k] * res[(size_t)j * dim + i];
+                h[(size_t)k * dim + i] = (float)acc;
+            }
+    }
+}
+
+/* One sub-batch of n <= MS_V4_SUB_BATCH tokens at positions s->pos...; logits: [n][vocab]. */
+static void forward_batch(ms_ref_session *s, const uint32_t *tokens, uint32_t n, float *logits) {
+    const ms_ref_model *m = s->m;
+    const ms_v4_config *c = &m->cfg;
+    v4_scratch *sc = &s->sc;
+    uint32_t dim = c->dim, hc = c->hc_mult;
+    float eps = (float)c->rms_norm_eps;
+    size_t stream_bytes = (size_t)n * hc * dim * sizeof(float);
+
+    /* Embedding copied into every stream: no scaling, no gate. */
+    for (uint32_t t = 0; t < n; t++)
+        for (uint32_t ch = 0; ch < hc; ch++)
+            for (uint32_t i = 0; i < dim; i++)
+                sc->h[((size_t)t * hc + ch) * dim + i] =
+                    ms_ref_bf16_to_f32(m->embed[(size_t)tokens[t] * dim + i]);
+
+    for (uint32_t li = 0; li < c->n_layers; li++) {
+        const v4_layer *L = &m->layers[li];
+        memcpy(sc->res, sc->h, stream_bytes);
+        hc_pre(s, L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base, n);
+        ms_ref_rmsnorm(sc->x, L->attn_norm, MS_WENC_BF16, sc->x, dim, n, eps);
+        ms_ref_v4_attention(s, li, sc->x, s->pos, n, sc->y);
+        hc_post(s, n);
+
+        memcpy(sc->res, sc->h, stream_bytes);
+        hc_pre(s, L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, n);
+        ms_ref_rmsnorm(sc->x, L->ffn_norm, MS_WENC_BF16, sc->x, dim, n, eps);
+        ms_ref_v4_moe(s, li, sc->x, tokens, n, sc->y);
+        hc_post(s, n);
+    }
+
+    /* hc_head: the streams' weighted sum (sigmoid weights, no Sinkhorn), then norm and head. */
+    hc_mixes(c, sc->h, m->hc_head_fn, hc, sc->mix, n);
+    for (uint32_t t = 0; t < n; t++) {
+        float pre[MS_V4_MAX_HC];
+        for (uint32_t ch = 0; ch < hc; ch++) {
+            double v = (double)sc->mix[t * hc + ch] * m->hc_head_scale[0] + m->hc_head_base[ch];
+            pre[ch] = (float)(1.0 / (1.0 + exp(-v)) + c->hc_eps);
+        }
+        hc_reduce(c, sc->h + (size_t)t * hc * dim, pre, sc->hfin + (size_t)t * dim);
+    }
+    ms_ref_rmsnorm(sc->hfin, m->norm, MS_WENC_BF16, sc->hfin, dim, n, eps);
+    ms_ref_gemv(&m->head, sc->hfin, dim, logits, c->vocab_size, n);
+    s->pos += n;
+}
+
+int ms_ref_session_forward(ms_ref_session *s, const uint32_t *tokens, uint32_t n, float *logits) {
+    const ms_v4_config *c = &s->m->cfg;
+    if (n == 0 || !tokens || !logits) return -MS_E_INVALID_ARG;
+    if ((uint64_t)s->pos + n > s->max_tokens) return -MS_E_RANGE;
+    for (uint32_t t = 0; t < n; t++)
+        if (tokens[t] >= c->vocab_size) return -MS_E_INVALID_ARG;
+    for (uint32_t t0 = 0; t0 < n; t0 += MS_V4_SUB_BATCH) {
+        uint32_t nb = n - t0 < MS_V4_SUB_BATCH ? n - t0 : MS_V4_SUB_BATCH;
+        forward_batch(s, tokens + t0, nb, logits + (size_t)t0 * c->vocab_size);
+    }
+    return 0;
+}

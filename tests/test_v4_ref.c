@@ -1,0 +1,713 @@
+/* The DeepSeek-V4 CPU reference forward pass (engine/ref/v4_*.c) on tiny models built in memory
+ * in the checkpoint's real encodings (FP8 e4m3 + 128x128 e8m0 scales, FP4 experts + 1x32 scales,
+ * BF16 norms/gate/compressor/head, F32 mHC/ape/sink, I64 tid2eid), served through the
+ * ms_ref_tensor_fn callback.
+ *
+ * Asserts: prefill in one call, in chunks of 3, 4, 5, 16, 128 and token by token (chunk 1) give
+ * bit-identical logits at every position (across ratio-4 and ratio-128 block boundaries and past the
+ * window); logits are finite; the last layer is live; both stored-value fake quantisations change the
+ * output; the quantisation helpers match hand-worked values; YaRN low/high; Sinkhorn; reset; bad
+ * checkpoints give clear errors. Seeded: the seed is printed with any failure. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/status.h"
+#include "engine/model/config.h"
+#include "engine/ref/ref.h"
+#include "engine/ref/v4_internal.h"
+#include "storage/safetensors.h"
+
+static int g_fail;
+static uint64_t g_seed = 0x5eed0004u;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("FAIL %s:%d (seed 0x%llx): ", __FILE__, __LINE__, (unsigned long long)g_seed);  \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+            g_fail++;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- deterministic randomness ---- */
+
+static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double rng_unif(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1p-53 * 2.0 - 1.0; }
+
+/* ---- an in-memory tensor store ---- */
+
+typedef struct tstore {
+    ms_st_tensor t[4096];
+    char names[4096][128];
+    uint32_t n;
+} tstore;
+
+static void *add_tensor(tstore *s, const char *name, ms_st_dtype dt, uint64_t d0, uint64_t d1) {
+    static const uint32_t size[MS_ST_DTYPE_COUNT] = {
+        [MS_ST_BF16] = 2, [MS_ST_F32] = 4, [MS_ST_F8_E4M3] = 1, [MS_ST_F8_E8M0] = 1,
+        [MS_ST_I8] = 1,   [MS_ST_I64] = 8};
+    if (s->n >= 4096) abort();
+    ms_st_tensor *t = &s->t[s->n];
+    snprintf(s->names[s->n], sizeof s->names[0], "%s", name);
+    memset(t, 0, sizeof *t);
+    t->name = s->names[s->n];
+    t->dtype = dt;
+    t->n_dims = d1 ? 2 : 1;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->n_elems = d0 * (d1 ? d1 : 1);
+    t->n_bytes = t->n_elems * size[dt];
+    t->data = calloc(t->n_bytes, 1);
+    s->n++;
+    return (void *)t->data;
+}
+
+static ms_st_tensor *find_tensor(tstore *s, const char *name) {
+    for (uint32_t i = 0; i < s->n; i++)
+        if (!strcmp(s->t[i].name, name)) return &s->t[i];
+    return NULL;
+}
+
+static const ms_st_tensor *get_fn(void *ctx, const char *name) { return find_tensor(ctx, name); }
+
+static void store_free(tstore *s) {
+    for (uint32_t i = 0; i < s->n; i++) free((void *)s->t[i].data);
+    s->n = 0;
+}
+
+static uint16_t f32_to_bf16(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    b += 0x7FFF + ((b >> 16) & 1);
+    return (uint16_t)(b >> 16);
+}
+
+static int ceil_log2(double v) { return (int)ceil(log2(v)); }
+
+/* FP8 weight: random finite e4m3 codes of magnitude 0.25..1.875, e8m0 block scales near
+ * 1/sqrt(k) so outputs keep the inputs' scale. */
+static void gen_fp8(tstore *s, uint64_t *r, const char *base, uint32_t m, uint32_t k) {
+    char n[128];
+    snprintf(n, sizeof n, "%s.weight", base);
+    uint8_t *w = add_tensor(s, n, MS_ST_F8_E4M3, m, k);
+    for (size_t i = 0; i < (size_t)m * k; i++) {
+        uint64_t v = rng_next(r);
+        w[i] = (uint8_t)(((v & 1) << 7) | ((5 + (v >> 1) % 3) << 3) | ((v >> 8) & 7));
+    }
+    snprintf(n, sizeof n, "%s.scale", base);
+    uint32_t sm = (m + 127) / 128, sk = (k + 127) / 128;
+    uint8_t *sc = add_tensor(s, n, MS_ST_F8_E8M0, sm, sk);
+    for (uint32_t i = 0; i < sm * sk; i++)
+        sc[i] = (uint8_t)(127 - ceil_log2(sqrt((double)k)) + (int)(rng_next(r) % 3) - 1);
+}
+
+/* FP4 expert weight [m][k]: random nibbles, one e8m0 scale per 32 inputs of a row. */
+static void gen_fp4(tstore *s, uint64_t *r, const char *base, uint32_t m, uint32_t k) {
+    char n[128];
+    snprintf(n, sizeof n, "%s.weight", base);
+    uint8_t *w = add_tensor(s, n, MS_ST_I8, m, k / 2);
+    for (size_t i = 0; i < (size_t)m * k / 2; i++) w[i] = (uint8_t)rng_next(r);
+    snprintf(n, sizeof n, "%s.scale", base);
+    uint8_t *sc = add_tensor(s, n, MS_ST_F8_E8M0, m, k / 32);
+    for (uint32_t i = 0; i < m * (k / 32); i++)
+        sc[i] = (uint8_t)(127 - ceil_log2(sqrt((double)k)) - 1 + (int)(rng_next(r) % 3) - 1);
+}
+
+static void gen_bf16(tstore *s, uint64_t *r, const char *name, uint64_t d0, uint64_t d1,
+                     double center, double spread) {
+    uint16_t *w = add_tensor(s, name, MS_ST_BF16, d0, d1);
+    for (size_t i = 0; i < d0 * (d1 ? d1 : 1); i++)
+        w[i] = f32_to_bf16((float)(center + spread * rng_unif(r)));
+}
+
+static void gen_f32(tstore *s, uint64_t *r, const char *name, uint64_t d0, uint64_t d1,
+                    double center, double spread) {
+    float *w = add_tensor(s, name, MS_ST_F32, d0, d1);
+    for (size_t i = 0; i < d0 * (d1 ? d1 : 1); i++) w[i] = (float)(center + spread * rng_unif(r));
+}
+
+static void gen_compressor(tstore *s, uint64_t *r, const char *base, uint32_t ratio, uint32_t d,
+                           uint32_t dim) {
+    char n[128];
+    uint32_t coff = ratio == 4 ? 2 : 1;
+    snprintf(n, sizeof n, "%s.wkv.weight", base);
+    gen_bf16(s, r, n, coff * d, dim, 0, 1.7 / sqrt(dim));
+    snprintf(n, sizeof n, "%s.wgate.weight", base);
+    gen_bf16(s, r, n, coff * d, dim, 0, 1.7 / sqrt(dim));
+    snprintf(n, sizeof n, "%s.ape", base);
+    gen_f32(s, r, n, ratio, coff * d, 0, 0.5);
+    snprintf(n, sizeof n, "%s.norm.weight", base);
+    gen_bf16(s, r, n, d, 0, 1, 0.2);
+}
+
+/* A tiny config in valid formats: dim 128, 2 heads x 128 (RoPE 64), q_lora 64, 2 groups,
+ * indexer 2 heads x 128 (top-3), 4 experts (width 64) top-2, vocab 128. */
+static ms_v4_config tiny_cfg(const uint32_t *ratios, uint32_t n_layers, uint32_t window,
+                             uint32_t o_lora, uint32_t n_hash) {
+    ms_v4_config c;
+    memset(&c, 0, sizeof c);
+    c.vocab_size = 128;
+    c.dim = 128;
+    c.n_layers = n_layers;
+    c.n_heads = 2;
+    c.n_kv_heads = 1;
+    c.head_dim = 128;
+    c.rope_dim = 64;
+    c.q_lora_rank = 64;
+    c.o_lora_rank = o_lora;
+    c.o_groups = 2;
+    c.window = window;
+    c.n_compress_ratios = n_layers + 1;
+    for (uint32_t i = 0; i < n_layers; i++) c.compress_ratios[i] = ratios[i];
+    c.rope_theta = 10000;
+    c.compress_rope_theta = 160000;
+    c.yarn = true;
+    c.yarn_factor = 16;
+    c.yarn_original_max_pos = 65536;
+    c.yarn_beta_fast = 32;
+    c.yarn_beta_slow = 1;
+    c.max_position_embeddings = 1048576;
+    c.index_n_heads = 2;
+    c.index_head_dim = 128;
+    c.index_topk = 3;
+    c.n_routed_experts = 4;
+    c.n_active_experts = 2;
+    c.n_shared_experts = 1;
+    c.moe_inter_dim = 64;
+    c.n_hash_layers = n_hash;
+    c.norm_topk_prob = true;
+    c.routed_scaling_factor = 1.5;
+    c.swiglu_limit = 10.0;
+    c.hc_mult = 4;
+    c.hc_sinkhorn_iters = 20;
+    c.hc_eps = 1e-6;
+    c.rms_norm_eps = 1e-6;
+    c.n_mtp_layers = 1;
+    c.expert_fp4 = true;
+    c.eos_id = 1;
+    return c;
+}
+
+static void build_model(tstore *s, const ms_v4_config *c, uint64_t seed) {
+    uint64_t r = seed;
+    char n[128], p[32];
+    uint32_t dim = c->dim, hc = c->hc_mult, mix = (2 + hc) * hc, E = c->n_routed_experts;
+    uint32_t qdim = c->n_heads * c->head_dim;
+    gen_bf16(s, &r, "embed.weight", c->vocab_size, dim, 0, 1.0);
+    gen_bf16(s, &r, "head.weight", c->vocab_size, dim, 0, 1.7 / sqrt(dim));
+    gen_bf16(s, &r, "norm.weight", dim, 0, 1, 0.2);
+    gen_f32(s, &r, "hc_head_fn", hc, hc * dim, 0, 1.7 / sqrt(hc * dim));
+    gen_f32(s, &r, "hc_head_base", hc, 0, 0, 1);
+    gen_f32(s, &r, "hc_head_scale", 1, 0, 0.7, 0.3);
+    for (uint32_t li = 0; li < c->n_layers; li++) {
+        uint32_t ratio = c->compress_ratios[li];
+        snprintf(p, sizeof p, "layers.%u", li);
+#define N(...) (snprintf(n, sizeof n, __VA_ARGS__), n)
+        gen_f32(s, &r, N("%s.hc_attn_fn", p), mix, hc * dim, 0, 1.7 / sqrt(hc * dim));
+        gen_f32(s, &r, N("%s.hc_attn_base", p), mix, 0, 0, 1);
+        gen_f32(s, &r, N("%s.hc_attn_scale", p), 3, 0, 0.7, 0.3);
+        gen_f32(s, &r, N("%s.hc_ffn_fn", p), mix, hc * dim, 0, 1.7 / sqrt(hc * dim));
+        gen_f32(s, &r, N("%s.hc_ffn_base", p), mix, 0, 0, 1);
+        gen_f32(s, &r, N("%s.hc_ffn_scale", p), 3, 0, 0.7, 0.3);
+        gen_bf16(s, &r, N("%s.attn_norm.weight", p), dim, 0, 1, 0.2);
+        gen_bf16(s, &r, N("%s.ffn_norm.weight", p), dim, 0, 1, 0.2);
+        gen_fp8(s, &r, N("%s.attn.wq_a", p), c->q_lora_rank, dim);
+        gen_bf16(s, &r, N("%s.attn.q_norm.weight", p), c->q_lora_rank, 0, 1, 0.2);
+        gen_fp8(s, &r, N("%s.attn.wq_b", p), qdim, c->q_lora_rank);
+        gen_fp8(s, &r, N("%s.attn.wkv", p), c->head_dim, dim);
+        gen_bf16(s, &r, N("%s.attn.kv_norm.weight", p), c->head_dim, 0, 1, 0.2);
+        gen_fp8(s, &r, N("%s.attn.wo_a", p), c->o_groups * c->o_lora_rank, qdim / c->o_groups);
+        gen_fp8(s, &r, N("%s.attn.wo_b", p), dim, c->o_groups * c->o_lora_rank);
+        gen_f32(s, &r, N("%s.attn.attn_sink", p), c->n_heads, 0, 0, 1.5);
+        if (ratio) gen_compressor(s, &r, N("%s.attn.compressor", p), ratio, c->head_dim, dim);
+        if (ratio == 4) {
+            gen_fp8(s, &r, N("%s.attn.indexer.wq_b", p), c->index_n_heads * c->index_head_dim,
+                    c->q_lora_rank);
+            gen_bf16(s, &r, N("%s.attn.indexer.weights_proj.weight", p), c->index_n_heads, dim, 0,
+                     1.7 / sqrt(dim));
+            gen_compressor(s, &r, N("%s.attn.indexer.compressor", p), 4, c->index_head_dim, dim);
+        }
+        gen_bf16(s, &r, N("%s.ffn.gate.weight", p), E, dim, 0, 1.7 / sqrt(dim));
+        if (li < c->n_hash_layers) {
+            int64_t *t = add_tensor(s, N("%s.ffn.gate.tid2eid", p), MS_ST_I64, c->vocab_size,
+                                    c->n_active_experts);
+            for (uint32_t v = 0; v < c->vocab_size; v++) {
+                int64_t a = (int64_t)(rng_next(&r) % E), b = (a + 1 + (int64_t)(rng_next(&r) % (E - 1))) % E;
+                t[v * 2] = a;
+                t[v * 2 + 1] = b;
+            }
+        } else {
+            gen_f32(s, &r, N("%s.ffn.gate.bias", p), E, 0, 0, 0.1);
+        }
+        gen_fp8(s, &r, N("%s.ffn.shared_experts.w1", p), c->moe_inter_dim, dim);
+        gen_fp8(s, &r, N("%s.ffn.shared_experts.w3", p), c->moe_inter_dim, dim);
+        gen_fp8(s, &r, N("%s.ffn.shared_experts.w2", p), dim, c->moe_inter_dim);
+        for (uint32_t e = 0; e < E; e++) {
+            gen_fp4(s, &r, N("%s.ffn.experts.%u.w1", p, e), c->moe_inter_dim, dim);
+            gen_fp4(s, &r, N("%s.ffn.experts.%u.w3", p, e), c->moe_inter_dim, dim);
+            gen_fp4(s, &r, N("%s.ffn.experts.%u.w2", p, e), dim, c->moe_inter_dim);
+        }
+#undef N
+    }
+}
+
+/* ---- helpers on whole runs ---- */
+
+/* logits [n][vocab] of tokens[n] fed in calls of `chunk` tokens (0 = one call). */
+static int run(const ms_ref_model *m, const ms_v4_config *c, const uint32_t *tokens, uint32_t n,
+               uint32_t chunk, float *logits) {
+    ms_ref_session *s;
+    int rc = ms_ref_session_create(m, n, &s);
+    if (rc) return rc;
+    if (!chunk) chunk = n;
+    for (uint32_t t0 = 0; t0 < n && !rc; t0 += chunk) {
+        uint32_t k = n - t0 < chunk ? n - t0 : chunk;
+        rc = ms_ref_session_forward(s, tokens + t0, k, logits + (size_t)t0 * c->vocab_size);
+    }
+    if (!rc && ms_ref_session_pos(s) != n) rc = -MS_E_INTERNAL;
+    ms_ref_session_free(s);
+    return rc;
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+    double d = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        if (e > d || isnan(e)) d = isnan(e) ? INFINITY : e;
+    }
+    return d;
+}
+
+static void make_tokens(uint32_t *tokens, uint32_t n, uint32_t vocab, uint64_t seed) {
+    uint64_t r = seed;
+    for (uint32_t i = 0; i < n; i++) tokens[i] = (uint32_t)(rng_next(&r) % vocab);
+}
+
+/* Full prompt vs every chunking: bit-identical at every position. */
+static void test_chunking(const char *label, const uint32_t *ratios, uint32_t n_layers,
+                          uint32_t window, uint32_t o_lora, uint32_t n_hash, uint32_t n_tokens,
+                          const uint32_t *chunks, uint32_t n_chunks, ms_ref_model **keep,
+                          tstore *store, ms_v4_config *cfg_out) {
+    ms_v4_config c = tiny_cfg(ratios, n_layers, window, o_lora, n_hash);
+    build_model(store, &c, g_seed ^ (uint64_t)n_layers * 7919 ^ window);
+    ms_ref_model *m = NULL;
+    char err[256];
+    int rc = ms_ref_model_create(&c, get_fn, store, &m, err, sizeof err);
+    CHECK(rc == 0, "%s: model_create: %s", label, err);
+    if (rc) return;
+    uint32_t *tok = malloc(n_tokens * sizeof *tok);
+    size_t nl = (size_t)n_tokens * c.vocab_size;
+    float *full = malloc(nl * sizeof(float)), *other = malloc(nl * sizeof(float));
+    make_tokens(tok, n_tokens, c.vocab_size, g_seed + n_tokens);
+
+    double t0 = now_s();
+    CHECK(run(m, &c, tok, n_tokens, 0, full) == 0, "%s: full run", label);
+    double dt = now_s() - t0;
+    printf("%s: %u layers, ratios", label, n_layers);
+    for (uint32_t i = 0; i < n_layers; i++) printf(" %u", ratios[i]);
+    printf(", window %u, %u tokens: full prefill %.2f s (%.1f tokens/s)\n", window, n_tokens, dt,
+           n_tokens / dt);
+    size_t n_bad = 0;
+    for (size_t i = 0; i < nl; i++) n_bad += !isfinite(full[i]);
+    CHECK(n_bad == 0, "%s: %zu non-finite logits", label, n_bad);
+    double spread = 0;
+    for (uint32_t v = 0; v < c.vocab_size; v++) spread = fmax(spread, fabs(full[nl - c.vocab_size + v]));
+    CHECK(spread > 1e-3 && spread < 1e4, "%s: last logits max |v| = %g (dead or exploding)", label, spread);
+
+    for (uint32_t ci = 0; ci < n_chunks; ci++) {
+        t0 = now_s();
+        CHECK(run(m, &c, tok, n_tokens, chunks[ci], other) == 0, "%s: chunk %u run", label, chunks[ci]);
+        double d = max_abs_diff(full, other, nl);
+        bool same = memcmp(full, other, nl * sizeof(float)) == 0;
+        printf("  chunk %3u: max |delta| vs full = %g, bit-identical %s (%.2f s)\n", chunks[ci], d,
+               same ? "yes" : "NO", now_s() - t0);
+        CHECK(same, "%s: chunk %u differs from the full prefill (max |delta| %g)", label, chunks[ci], d);
+    }
+    free(tok);
+    free(full);
+    free(other);
+    if (keep) {
+        *keep = m;
+        *cfg_out = c;
+    } else {
+        ms_ref_model_free(m);
+    }
+}
+
+/* ---- quantisation helpers against hand-worked values ---- */
+
+static void test_quant_helpers(void) {
+    struct {
+        float in, want;
+    } e4m3[] = {
+        {1.0625f, 1.0f},      /* tie between 1.0 (even) and 1.125 */
+        {1.1875f, 1.25f},     /* tie between 1.125 and 1.25 (even) */
+        {1.07f, 1.125f},      {0.3f, 0.3125f},     {240.0f, 240.0f},
+        {400.0f, 384.0f},     /* tie between 384 (even) and 416 */
+        {440.0f, 448.0f},     {500.0f, 448.0f},     {-1000.0f, -448.0f}, {464.0f, 448.0f},
+        {0x1p-10f, 0.0f},     /* subnormal tie 0 / 2^-9 -> 0 */
+        {3 * 0x1p-10f, 0x1p-8f}, /* subnormal tie 2^-9 / 2^-8 -> 2^-8 */
+        {0x1p-9f, 0x1p-9f},   {-0.0f, -0.0f},
+    };
+    for (size_t i = 0; i < sizeof e4m3 / sizeof e4m3[0]; i++)
+        CHECK(ms_ref_v4_round_e4m3(e4m3[i].in) == e4m3[i].want, "e4m3(%g) = %g, want %g", e4m3[i].in,
+              ms_ref_v4_round_e4m3(e4m3[i].in), e4m3[i].want);
+    /* Every finite code is a fixed point; the midpoint of two neighbours goes to the even code. */
+    for (int code = 0; code < 0x7E; code++) {
+        float a = ms_ref_e4m3_to_f32((uint8_t)code), b = ms_ref_e4m3_to_f32((uint8_t)(code + 1));
+        CHECK(ms_ref_v4_round_e4m3(a) == a, "e4m3 code 0x%02x not a fixed point", code);
+        float mid = (a + b) / 2, want = (code & 1) ? b : a;
+        CHECK(ms_ref_v4_round_e4m3(mid) == want, "e4m3 midpoint of 0x%02x/0x%02x -> %g, want %g",
+              code, code + 1, ms_ref_v4_round_e4m3(mid), want);
+    }
+    struct {
+        float in, want;
+    } e2m1[] = {{0.25f, 0.0f}, {0.75f, 1.0f}, {1.25f, 1.0f}, {1.75f, 2.0f}, {2.5f, 2.0f},
+                {3.5f, 4.0f},  {5.0f, 4.0f},  {5.5f, 6.0f},  {7.0f, 6.0f},  {-2.5f, -2.0f},
+                {0.3f, 0.5f},  {0.2f, 0.0f},  {-9.0f, -6.0f}, {1.5f, 1.5f}};
+    for (size_t i = 0; i < sizeof e2m1 / sizeof e2m1[0]; i++)
+        CHECK(ms_ref_v4_round_e2m1(e2m1[i].in) == e2m1[i].want, "e2m1(%g) = %g, want %g", e2m1[i].in,
+              ms_ref_v4_round_e2m1(e2m1[i].in), e2m1[i].want);
+    for (int nib = 0; nib < 16; nib++)
+        CHECK(ms_ref_v4_round_e2m1(ms_ref_fp4_to_f32((uint8_t)nib)) == ms_ref_fp4_to_f32((uint8_t)nib),
+              "e2m1 code %d not a fixed point", nib);
+
+    /* Power-of-two scales: 2^ceil(log2(amax / max)). */
+    CHECK(ms_ref_v4_pow2_scale(448.0f, 1.0f / 448.0f) == 1.0f, "scale(448) = %g", ms_ref_v4_pow2_scale(448.0f, 1.0f / 448.0f));
+    CHECK(ms_ref_v4_pow2_scale(449.0f, 1.0f / 448.0f) == 2.0f, "scale(449)");
+    CHECK(ms_ref_v4_pow2_scale(100.0f, 1.0f / 448.0f) == 0.25f, "scale(100)");
+    CHECK(ms_ref_v4_pow2_scale(1.0f, 1.0f / 448.0f) == 0x1p-8f, "scale(1)");
+    CHECK(ms_ref_v4_pow2_scale(1e-4f, 1.0f / 448.0f) == 0x1p-22f, "scale(1e-4 floor)");
+    CHECK(ms_ref_v4_pow2_scale(6.0f, 1.0f / 6.0f) == 1.0f, "fp4 scale(6) = %g", ms_ref_v4_pow2_scale(6.0f, 1.0f / 6.0f));
+    CHECK(ms_ref_v4_pow2_scale(6.5f, 1.0f / 6.0f) == 2.0f, "fp4 scale(6.5)");
+    CHECK(ms_ref_v4_pow2_scale(3.0f, 1.0f / 6.0f) == 0.5f, "fp4 scale(3)");
+
+    /* One FP8 block of 64: amax 100 -> s = 1/4; 100/s = 400 -> 384 (tie to even) -> 96;
+     * 1.0625/s = 4.25 -> 4 (tie) -> 1.0; an all-zero block stays zero. */
+    float x[128] = {0};
+    x[0] = 100.0f;
+    x[1] = 1.0625f;
+    x[2] = -0.001f; /* /s = -0.004 -> subnormal e4m3 (step 2^-9) -0.00390625 -> *s */
+    ms_ref_v4_fake_quant_fp8(x, 128, 64);
+    CHECK(x[0] == 96.0f && x[1] == 1.0f && x[2] == -0.0009765625f && x[64] == 0.0f,
+          "fp8 block: %g %g %g %g", x[0], x[1], x[2], x[64]);
+    /* One FP4 block of 32: amax 6.5 -> s = 2; 3.25 -> 3 -> 6; 0.65 -> 0.5 -> 1; -0.35 -> -0.5 -> -1. */
+    float y[32] = {6.5f, 1.3f, -0.7f};
+    ms_ref_v4_fake_quant_fp4(y, 32, 32);
+    CHECK(y[0] == 6.0f && y[1] == 1.0f && y[2] == -1.0f && y[3] == 0.0f, "fp4 block: %g %g %g %g",
+          y[0], y[1], y[2], y[3]);
+
+    /* Hadamard: orthonormal and an involution (H H = I); H e0 = 1/sqrt(n); H e1 alternates. */
+    double worst = 0;
+    for (uint32_t i = 0; i < 128; i++) {
+        float v[128] = {0};
+        v[i] = 1.0f;
+        ms_ref_v4_hadamard(v, 128);
+        if (i == 0)
+            for (int j = 0; j < 128; j++)
+                CHECK(fabsf(v[j] - 0.08838834764f) < 1e-7f, "H e0[%d] = %g", j, v[j]);
+        if (i == 1)
+            for (int j = 0; j < 128; j++)
+                CHECK(fabsf(v[j] - ((j & 1) ? -0.08838834764f : 0.08838834764f)) < 1e-7f, "H e1[%d]", j);
+        ms_ref_v4_hadamard(v, 128);
+        for (uint32_t j = 0; j < 128; j++) worst = fmax(worst, fabs(v[j] - (i == j ? 1.0 : 0.0)));
+    }
+    printf("quant helpers: Hadamard max |H H - I| = %g\n", worst);
+    CHECK(worst < 1e-6, "H H != I: %g", worst);
+}
+
+static void test_yarn_sinkhorn(void) {
+    int low, high;
+    ms_ref_v4_yarn_range(64, 160000, 65536, 32, 1, &low, &high);
+    CHECK(low == 15 && high == 25, "YaRN low/high = %d/%d, want 15/25", low, high);
+    uint32_t ratios[1] = {4};
+    ms_v4_config c = tiny_cfg(ratios, 1, 8, 128, 0);
+    double f_yarn[32], f_base[32];
+    ms_ref_v4_rope_freqs(&c, true, f_yarn);
+    ms_ref_v4_rope_freqs(&c, false, f_base);
+    CHECK(f_yarn[0] == 1.0 && fabs(f_yarn[15] - pow(160000, -30.0 / 64)) < 1e-18 &&
+              fabs(f_yarn[31] - pow(160000, -62.0 / 64) / 16) < 1e-18 &&
+              fabs(f_base[31] - pow(10000, -62.0 / 64)) < 1e-18,
+          "rope freqs: %g %g %g %g", f_yarn[0], f_yarn[15], f_yarn[31], f_base[31]);
+
+    /* Sinkhorn: comb ends column-normalised and close to row-normalised. */
+    uint64_t r = g_seed;
+    float mix[24], scale[3] = {0.8f, 0.9f, 1.1f}, base[24], pre[4], post[4], comb[16];
+    for (int i = 0; i < 24; i++) mix[i] = (float)(2 * rng_unif(&r)), base[i] = (float)rng_unif(&r);
+    ms_ref_v4_hc_split(mix, scale, base, 4, 20, 1e-6, pre, post, comb);
+    double wr = 0, wc = 0;
+    for (int j = 0; j < 4; j++) {
+        double rs = 0, cs = 0;
+        for (int k = 0; k < 4; k++) rs += comb[j * 4 + k], cs += comb[k * 4 + j];
+        wr = fmax(wr, fabs(rs - 1)), wc = fmax(wc, fabs(cs - 1));
+        CHECK(pre[j] > 0 && pre[j] < 1.0001f && post[j] > 0 && post[j] < 2, "pre/post %g %g", pre[j], post[j]);
+    }
+    printf("sinkhorn: max |row sum - 1| = %g, max |col sum - 1| = %g\n", wr, wc);
+    CHECK(wr < 1e-3 && wc < 1e-5, "Sinkhorn rows %g cols %g", wr, wc);
+}
+
+/* ---- the model is live; the fake quantisations matter; sessions behave ---- */
+
+static void test_live(ms_ref_model *m, const ms_v4_config *c, tstore *store) {
+    uint32_t n = 60, V = c->vocab_size;
+    uint32_t *tok = malloc(n * sizeof *tok);
+    float *base = malloc((size_t)n * V * sizeof(float)), *other = malloc((size_t)n * V * sizeof(float));
+    make_tokens(tok, n, V, g_seed * 3);
+    CHECK(run(m, c, tok, n, 0, base) == 0, "live: base run");
+
+    /* One weight byte of the last layer's output projection. */
+    char name[96];
+    snprintf(name, sizeof name, "layers.%u.attn.wo_b.weight", c->n_layers - 1);
+    ms_st_tensor *t = find_tensor(store, name);
+    uint8_t *w = (uint8_t *)t->data, saved = w[5];
+    w[5] ^= 0x08; /* flip one exponent bit: a different finite value */
+    CHECK(run(m, c, tok, n, 0, other) == 0, "live: edited run");
+    double d = max_abs_diff(base + (size_t)(n - 1) * V, other + (size_t)(n - 1) * V, V);
+    printf("live: one weight of %s changes the last logits by max %g\n", name, d);
+    CHECK(d > 0, "editing %s did not change the last logits", name);
+    w[5] = saved;
+
+    ms_ref_v4_set_fake_quant(m, false, true);
+    CHECK(run(m, c, tok, n, 0, other) == 0, "live: no kv fq");
+    d = max_abs_diff(base + (size_t)(n - 1) * V, other + (size_t)(n - 1) * V, V);
+    printf("fake quant: KV e4m3 off changes the last logits by max %g\n", d);
+    CHECK(d > 0, "KV fake-quant has no effect");
+    ms_ref_v4_set_fake_quant(m, true, false);
+    CHECK(run(m, c, tok, n, 0, other) == 0, "live: no index fq");
+    d = max_abs_diff(base, other, (size_t)n * V);
+    printf("fake quant: indexer FP4 off changes the logits by max %g (over all positions)\n", d);
+    CHECK(d > 0, "indexer FP4 fake-quant has no effect");
+    ms_ref_v4_set_fake_quant(m, true, true);
+
+    /* Session rules: bounds, bad ids, reset. */
+    ms_ref_session *s;
+    CHECK(ms_ref_session_create(m, 10, &s) == 0, "session create");
+    CHECK(ms_ref_session_forward(s, tok, 8, other) == 0, "forward 8");
+    CHECK(ms_ref_session_forward(s, tok, 3, other) == -MS_E_RANGE, "past max_tokens not refused");
+    uint32_t bad[2] = {1, V};
+    CHECK(ms_ref_session_forward(s, bad, 2, other) == -MS_E_INVALID_ARG, "token >= vocab not refused");
+    CHECK(ms_ref_session_pos(s) == 8, "pos after refused calls = %u", ms_ref_session_pos(s));
+    ms_ref_session_reset(s);
+    CHECK(ms_ref_session_pos(s) == 0, "reset pos");
+    CHECK(ms_ref_session_forward(s, tok, 10, other) == 0, "forward after reset");
+    CHECK(memcmp(other, base, (size_t)10 * V * sizeof(float)) == 0, "reset session differs from a fresh one");
+    ms_ref_session_free(s);
+    free(tok);
+    free(base);
+    free(other);
+}
+
+/* ---- bad checkpoints ---- */
+
+static void expect_load_error(const ms_v4_config *c, tstore *store, const char *what, const char *needle) {
+    ms_ref_model *m = NULL;
+    char err[256] = "";
+    int rc = ms_ref_model_create(c, get_fn, store, &m, err, sizeof err);
+    CHECK(rc < 0 && m == NULL, "%s: rc %d", what, rc);
+    CHECK(strstr(err, needle) != NULL, "%s: error '%s' does not mention '%s'", what, err, needle);
+    printf("load error (%s): %s\n", what, err);
+    ms_ref_model_free(m);
+}
+
+static void test_load_errors(void) {
+    uint32_t ratios[3] = {0, 4, 128};
+    ms_v4_config c = tiny_cfg(ratios, 3, 8, 128, 1);
+    static tstore store;
+    build_model(&store, &c, g_seed);
+    ms_ref_model *m = NULL;
+    char err[256];
+    CHECK(ms_ref_model_create(&c, get_fn, &store, &m, err, sizeof err) == 0, "baseline: %s", err);
+    ms_ref_model_free(m);
+
+    ms_st_tensor *t = find_tensor(&store, "layers.1.attn.indexer.compressor.ape");
+    char saved = ((char *)t->name)[0];
+    ((char *)t->name)[0] = 'X';
+    expect_load_error(&c, &store, "missing", "layers.1.attn.indexer.compressor.ape");
+    ((char *)t->name)[0] = saved;
+
+    t = find_tensor(&store, "layers.2.attn.wkv.scale");
+    t->dtype = MS_ST_F32;
+    expect_load_error(&c, &store, "dtype", "layers.2.attn.wkv.scale");
+    t->dtype = MS_ST_F8_E8M0;
+
+    t = find_tensor(&store, "layers.0.ffn.experts.3.w2.weight");
+    t->shape[1]++;
+    expect_load_error(&c, &store, "shape", "layers.0.ffn.experts.3.w2.weight");
+    t->shape[1]--;
+
+    t = find_tensor(&store, "layers.0.ffn.gate.tid2eid");
+    int64_t *ids = (int64_t *)t->data, keep = ids[77];
+    ids[77] = 4;
+    expect_load_error(&c, &store, "tid2eid range", "tid2eid");
+    ids[77] = keep;
+
+    ms_v4_config bad = c;
+    bad.n_kv_heads = 2;
+    expect_load_error(&bad, &store, "config", "num_key_value_heads");
+    store_free(&store);
+}
+
+/* ---- optional: write the flash-like model as a real checkpoint directory ----
+ * `test_v4_ref --write-checkpoint DIR` writes DIR/config.json, DIR/model.safetensors, the prompt
+ * (DIR/tokens.txt) and its last-position logits (DIR/last_logits.f32, F32 LE) so the CLI
+ * (`moestream logits`) can be checked end to end against this in-memory run. */
+
+static const char *st_dtype_str(ms_st_dtype dt) {
+    switch (dt) {
+    case MS_ST_BF16: return "BF16";
+    case MS_ST_F32: return "F32";
+    case MS_ST_F8_E4M3: return "F8_E4M3";
+    case MS_ST_F8_E8M0: return "F8_E8M0";
+    case MS_ST_I8: return "I8";
+    case MS_ST_I64: return "I64";
+    case MS_ST_F16: case MS_ST_F64: case MS_ST_U8: case MS_ST_I32: case MS_ST_BOOL:
+    case MS_ST_DTYPE_COUNT: break;
+    }
+    return "?";
+}
+
+static int write_checkpoint(const char *dir, const tstore *s, const ms_v4_config *c,
+                            const uint32_t *tok, uint32_t n, const float *last) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t cap = 1 << 20, len = 0;
+    char *hdr = malloc(cap);
+    uint64_t off = 0;
+    len += (size_t)snprintf(hdr + len, cap - len, "{");
+    for (uint32_t i = 0; i < s->n; i++) {
+        const ms_st_tensor *t = &s->t[i];
+        len += (size_t)snprintf(hdr + len, cap - len, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[%llu",
+                                i ? "," : "", t->name, st_dtype_str(t->dtype), (unsigned long long)t->shape[0]);
+        if (t->n_dims == 2) len += (size_t)snprintf(hdr + len, cap - len, ",%llu", (unsigned long long)t->shape[1]);
+        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%llu,%llu]}",
+                                (unsigned long long)off, (unsigned long long)(off + t->n_bytes));
+        off += t->n_bytes;
+    }
+    len += (size_t)snprintf(hdr + len, cap - len, "}");
+    while (len % 8) hdr[len++] = ' ';
+    uint64_t hl = len;
+    uint8_t hlb[8];
+    for (int i = 0; i < 8; i++) hlb[i] = (uint8_t)(hl >> (8 * i));
+    fwrite(hlb, 1, 8, f);
+    fwrite(hdr, 1, len, f);
+    for (uint32_t i = 0; i < s->n; i++) fwrite(s->t[i].data, 1, s->t[i].n_bytes, f);
+    free(hdr);
+    if (fclose(f)) return -1;
+
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    f = fopen(path, "w");
+    if (!f) return -1;
+    fprintf(f, "{\"architectures\": [\"DeepseekV4ForCausalLM\"], \"model_type\": \"deepseek_v4\",\n"
+               " \"vocab_size\": %u, \"hidden_size\": %u, \"num_hidden_layers\": %u,\n"
+               " \"num_attention_heads\": %u, \"num_key_value_heads\": 1, \"head_dim\": %u,\n"
+               " \"qk_rope_head_dim\": %u, \"q_lora_rank\": %u, \"o_lora_rank\": %u, \"o_groups\": %u,\n"
+               " \"sliding_window\": %u, \"compress_ratios\": [",
+            c->vocab_size, c->dim, c->n_layers, c->n_heads, c->head_dim, c->rope_dim, c->q_lora_rank,
+            c->o_lora_rank, c->o_groups, c->window);
+    for (uint32_t i = 0; i < c->n_layers; i++) fprintf(f, "%u, ", c->compress_ratios[i]);
+    fprintf(f, "0],\n \"compress_rope_theta\": %g, \"rope_theta\": %g,\n"
+               " \"rope_scaling\": {\"type\": \"yarn\", \"factor\": %g, \"original_max_position_embeddings\": %u,"
+               " \"beta_fast\": %g, \"beta_slow\": %g},\n"
+               " \"max_position_embeddings\": 1048576, \"index_n_heads\": %u, \"index_head_dim\": %u,"
+               " \"index_topk\": %u,\n \"n_routed_experts\": %u, \"num_experts_per_tok\": %u,"
+               " \"n_shared_experts\": 1, \"moe_intermediate_size\": %u, \"num_hash_layers\": %u,\n"
+               " \"scoring_func\": \"sqrtsoftplus\", \"topk_method\": \"noaux_tc\", \"norm_topk_prob\": true,"
+               " \"routed_scaling_factor\": %g, \"swiglu_limit\": %g, \"hidden_act\": \"silu\",\n"
+               " \"hc_mult\": %u, \"hc_sinkhorn_iters\": %u, \"hc_eps\": 1e-06, \"rms_norm_eps\": 1e-06,"
+               " \"num_nextn_predict_layers\": 1, \"expert_dtype\": \"fp4\",\n"
+               " \"tie_word_embeddings\": false, \"bos_token_id\": 0, \"eos_token_id\": 1,"
+               " \"attention_bias\": false, \"torch_dtype\": \"bfloat16\"}\n",
+            c->compress_rope_theta, c->rope_theta, c->yarn_factor, c->yarn_original_max_pos,
+            c->yarn_beta_fast, c->yarn_beta_slow, c->index_n_heads, c->index_head_dim, c->index_topk,
+            c->n_routed_experts, c->n_active_experts, c->moe_inter_dim, c->n_hash_layers,
+            c->routed_scaling_factor, c->swiglu_limit, c->hc_mult, c->hc_sinkhorn_iters);
+    if (fclose(f)) return -1;
+
+    snprintf(path, sizeof path, "%s/tokens.txt", dir);
+    f = fopen(path, "w");
+    if (!f) return -1;
+    for (uint32_t i = 0; i < n; i++) fprintf(f, "%s%u", i ? "," : "", tok[i]);
+    fprintf(f, "\n");
+    if (fclose(f)) return -1;
+    snprintf(path, sizeof path, "%s/last_logits.f32", dir);
+    f = fopen(path, "wb");
+    if (!f) return -1;
+    fwrite(last, sizeof(float), c->vocab_size, f);
+    return fclose(f) ? -1 : 0;
+}
+
+static int write_mode(const char *dir) {
+    static tstore store;
+    uint32_t flash[4] = {0, 4, 128, 4}, n = 132;
+    ms_v4_config c = tiny_cfg(flash, 4, 8, 128, 2);
+    build_model(&store, &c, g_seed);
+    ms_ref_model *m = NULL;
+    char err[256];
+    if (ms_ref_model_create(&c, get_fn, &store, &m, err, sizeof err)) {
+        printf("model_create: %s\n", err);
+        return 1;
+    }
+    uint32_t tok[132];
+    float *logits = malloc((size_t)n * c.vocab_size * sizeof(float));
+    make_tokens(tok, n, c.vocab_size, g_seed + n);
+    int rc = run(m, &c, tok, n, 0, logits);
+    if (!rc) rc = write_checkpoint(dir, &store, &c, tok, n, logits + (size_t)(n - 1) * c.vocab_size);
+    printf("%s %s\n", rc ? "failed to write" : "wrote", dir);
+    free(logits);
+    ms_ref_model_free(m);
+    store_free(&store);
+    return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 2 && !strcmp(argv[1], "--write-checkpoint")) return write_mode(argv[2]);
+    if (argc > 1) g_seed = strtoull(argv[1], NULL, 0);
+    double t0 = now_s();
+    test_quant_helpers();
+    test_yarn_sinkhorn();
+    test_load_errors();
+
+    static tstore s_flash, s_pro, s_win;
+    /* Flash-like: pure-window layer first, then CSA/HCA; two hash layers; window 8; 132 tokens
+     * cross 33 ratio-4 blocks (index_topk 3) and one ratio-128 block. Chunk 1 = decode. */
+    static const uint32_t chunks_f[] = {1, 3, 4, 5, 128};
+    uint32_t flash[4] = {0, 4, 128, 4};
+    ms_ref_model *mf = NULL;
+    ms_v4_config cf;
+    test_chunking("flash-like", flash, 4, 8, 128, 2, 132, chunks_f, 5, &mf, &s_flash, &cf);
+    if (mf) test_live(mf, &cf, &s_flash);
+    ms_ref_model_free(mf);
+    store_free(&s_flash);
+
+    /* Pro-like: HCA first; o_lora 64 (wo_a groups share a scale block); one hash layer. */
+    static const uint32_t chunks_p[] = {1, 5, 16};
+    uint32_t pro[3] = {128, 4, 128};
+    test_chunking("pro-like", pro, 3, 8, 64, 1, 132, chunks_p, 3, NULL, &s_pro, NULL);
+    store_free(&s_pro);
+
+    /* The real window (128) on a prompt longer than it. */
+    static const uint32_t chunks_w[] = {1, 128};
+    uint32_t win[2] = {4, 128};
+    test_chunking("window-128", win, 2, 128, 128, 1, 132, chunks_w, 2, NULL, &s_win, NULL);
+    store_free(&s_win);
+
+    printf("test_v4_ref: %s in %.1f s\n", g_fail ? "FAILED" : "passed", now_s() - t0);
+    return g_fail ? 1 : 0;
+}
