@@ -8,14 +8,8 @@
 #include "common/status.h"
 #include "common/timer.h"
 
-static int g_fail;
-#define CHECK(cond, msg)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, msg);                                   \
-            g_fail++;                                                                              \
-        }                                                                                          \
-    } while (0)
+#include "tests/check.h"
+
 
 static char g_last[256];
 static int g_count;

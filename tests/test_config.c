@@ -17,16 +17,8 @@
 #include "engine/model/config.h"
 #include "storage/safetensors.h"
 
-static int g_fail;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            g_fail++;                                                                              \
-        }                                                                                          \
-    } while (0)
+#include "tests/check.h"
+
 
 /* V4_SPEC §1.1, written out as the HF config.json files are. */
 static const char k_pro[] =

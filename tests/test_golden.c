@@ -30,6 +30,8 @@
 #include "engine/ref/v4_internal.h" /* ms_ref_v4_set_fake_quant: the ablation below */
 #include "storage/safetensors.h"
 
+#include "tests/check.h"
+
 /* Observed (CPU reference in F32 with double dot products vs transformers in float64, which keeps
  * RMSNorm, RoPE, mHC mixing and indexer scores in float32): max |Δ logprob| 1.7e-5 (flash_like)
  * and 2.9e-5 (pro_like) over all positions and the whole vocabulary. The margin (3.5x) covers F32
@@ -39,16 +41,6 @@
 /* Top-1 must agree wherever the golden top-1/top-2 gap exceeds the logprob tolerance twice over. */
 #define TOL_TOP1_MARGIN (2 * TOL_LOGPROB)
 
-static int g_fail;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("  FAIL %s:%d: ", __FILE__, __LINE__);                                          \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            g_fail++;                                                                              \
-        }                                                                                          \
-    } while (0)
 
 static const ms_st_tensor *get_tensor(void *ctx, const char *name) { return ms_st_find(ctx, name); }
 

@@ -28,18 +28,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int g_fail;
+#include "tests/check.h"
+
 static int g_dirs_tested;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                        \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            g_fail++;                                                                              \
-        }                                                                                          \
-    } while (0)
 
 /* Entries other than . and .., or -1 when the directory cannot be read. */
 static int count_entries(const char *dir) {

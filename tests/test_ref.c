@@ -6,17 +6,9 @@
 
 #include "engine/ref/ref.h"
 
-static int g_fail;
+#include "tests/check.h"
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            g_fail++;                                                                              \
-        }                                                                                          \
-    } while (0)
+
 
 static int same(float a, float b) {
     if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);

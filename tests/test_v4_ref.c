@@ -20,18 +20,10 @@
 #include "engine/ref/v4_internal.h"
 #include "storage/safetensors.h"
 
-static int g_fail;
+#include "tests/check.h"
+
 static uint64_t g_seed = 0x5eed0004u;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("FAIL %s:%d (seed 0x%llx): ", __FILE__, __LINE__, (unsigned long long)g_seed);  \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            g_fail++;                                                                              \
-        }                                                                                          \
-    } while (0)
 
 static double now_s(void) {
     struct timespec ts;
@@ -708,6 +700,7 @@ int main(int argc, char **argv) {
     test_chunking("window-128", win, 2, 128, 128, 1, 132, chunks_w, 2, NULL, &s_win, NULL);
     store_free(&s_win);
 
-    printf("test_v4_ref: %s in %.1f s\n", g_fail ? "FAILED" : "passed", now_s() - t0);
+    printf("test_v4_ref: %s in %.1f s (seed 0x%llx)\n", g_fail ? "FAILED" : "passed", now_s() - t0,
+           (unsigned long long)g_seed);
     return g_fail ? 1 : 0;
 }

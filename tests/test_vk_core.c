@@ -17,18 +17,10 @@
 #include "engine/vk/vk.h"
 #include "shaders/shader_table.h"
 
-static int g_fail;
+#include "tests/check.h"
+
 static uint64_t g_seed = 1;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                 \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            g_fail++;                                                                              \
-        }                                                                                          \
-    } while (0)
 #define CHECK_RC(rc, want, what) CHECK((rc) == (want), "%s: got %d (%s), want %d", what, rc, ms_strerror(rc), want)
 
 /* ---------------------------------------------------------------- log sink */
