@@ -464,10 +464,18 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Times the recorded buffer `reps` times between its first and last timestamp; median in ns. */
+/* Times the recorded buffer `reps` times between its first and last timestamp; median in ns.
+ * It is first replayed for >= 300 ms: GPU clock governors drop the SM clock during the idle gaps
+ * of a benchmark (uploads run on the CPU) — seen on an H200 at 660-810 MHz instead of 1980, which
+ * made n > 1 GEMVs and the dispatch chain 2.5-3x slower after the large shapes than alone. */
 static int time_cmd(ms_vk_cmd *cmd, int reps, double *med_ns) {
     double t[64];
     if (reps > 64) reps = 64;
+    uint64_t w0 = ms_time_ns();
+    do {
+        int rc = ms_vk_cmd_run(cmd);
+        if (rc) return rc;
+    } while (ms_elapsed_ms(w0) < 300.0);
     for (int r = 0; r < reps; r++) {
         int rc = ms_vk_cmd_run(cmd);
         double ts[2];
