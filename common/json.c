@@ -217,32 +217,32 @@ static bool count_node(parser *P) {
     return true;
 }
 
-static bool push_node(parser *P, const ms_json *v) {
-    if (P->stk_n == P->stk_cap) {
-        size_t cap = P->stk_cap ? P->stk_cap * 2 : 64;
-        ms_json *s = ms_realloc(P->stk, cap * sizeof *s);
-        if (!s) {
-            fail(P, P->pos, -MS_E_NOMEM, "out of memory");
-            return false;
-        }
-        P->stk = s;
-        P->stk_cap = cap;
+/* Room for one more element in a growable array of *cap elements of elem bytes, n in use: returns
+ * the (possibly moved) array, or NULL after reporting out-of-memory (the old array stays valid). */
+static void *grow(parser *P, void *arr, size_t *cap, size_t n, size_t elem) {
+    if (n < *cap) return arr;
+    size_t c = *cap ? *cap * 2 : 64;
+    void *a = ms_realloc(arr, c * elem);
+    if (!a) {
+        fail(P, P->pos, -MS_E_NOMEM, "out of memory");
+        return NULL;
     }
+    *cap = c;
+    return a;
+}
+
+static bool push_node(parser *P, const ms_json *v) {
+    ms_json *s = grow(P, P->stk, &P->stk_cap, P->stk_n, sizeof *s);
+    if (!s) return false;
+    P->stk = s;
     P->stk[P->stk_n++] = *v;
     return true;
 }
 
 static bool push_key(parser *P, const jkey *k) {
-    if (P->kstk_n == P->kstk_cap) {
-        size_t cap = P->kstk_cap ? P->kstk_cap * 2 : 64;
-        jkey *s = ms_realloc(P->kstk, cap * sizeof *s);
-        if (!s) {
-            fail(P, P->pos, -MS_E_NOMEM, "out of memory");
-            return false;
-        }
-        P->kstk = s;
-        P->kstk_cap = cap;
-    }
+    jkey *s = grow(P, P->kstk, &P->kstk_cap, P->kstk_n, sizeof *s);
+    if (!s) return false;
+    P->kstk = s;
     P->kstk[P->kstk_n++] = *k;
     return true;
 }
