@@ -279,19 +279,26 @@ static int run_gemv_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t
     ms_vk_weight w;
     memset(&w, 0, sizeof w);
     ms_vk_buf xb = {0};
-    guarded yb = {0};
     rc = ms_vk_weight_upload(vk, &view, t->max_part, &w);
     if (!rc) rc = upload_new(vk, x, (uint64_t)n * xs * 4, &xb);
-    if (!rc) rc = guarded_alloc(vk, (uint64_t)n * ys * 4, &yb);
-    if (!rc) rc = ms_vk_cmd_begin(cmd);
-    if (!rc)
-        rc = ms_vk_rec_gemv(cmd, &w, ms_vk_buf_range(&xb, 0, (uint64_t)n * xs * 4), xs,
-                            guarded_range(&yb), ys, n, NULL);
-    if (!rc) rc = ms_vk_cmd_end(cmd);
-    if (!rc) rc = ms_vk_cmd_run(cmd);
-    uint64_t damaged = 0;
-    if (!rc) rc = guarded_read(vk, &yb, yg, &damaged);
-    if (!rc) {
+    int fails = 0;
+    /* Both kernels (gemv_<enc> and gemv_tiled_<enc>) must match the reference on every case. */
+    static const char *const kname[] = {"auto", "classic", "tiled"};
+    for (uint32_t kern = MS_VK_GEMV_CLASSIC; kern <= MS_VK_GEMV_TILED && !rc; kern++) {
+        ms_vk_gemv_tune tune = {0};
+        tune.kernel = kern;
+        guarded yb = {0};
+        rc = guarded_alloc(vk, (uint64_t)n * ys * 4, &yb);
+        if (!rc) rc = ms_vk_cmd_begin(cmd);
+        if (!rc)
+            rc = ms_vk_rec_gemv(cmd, &w, ms_vk_buf_range(&xb, 0, (uint64_t)n * xs * 4), xs,
+                                guarded_range(&yb), ys, n, &tune);
+        if (!rc) rc = ms_vk_cmd_end(cmd);
+        if (!rc) rc = ms_vk_cmd_run(cmd);
+        uint64_t damaged = 0;
+        if (!rc) rc = guarded_read(vk, &yb, yg, &damaged);
+        ms_vk_buf_free(vk, &yb.buf);
+        if (rc) break;
         cmp_result cr;
         compare(yg, yr, m, n, ys, &cr);
         for (uint32_t c = 0; c < n; c++) /* stride padding between columns must be untouched */
@@ -302,9 +309,9 @@ static int run_gemv_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t
             }
         int ok = cr.nmse <= TOL_NMSE_GEMV && cr.n_nonfinite_mismatch == 0 && damaged == 0;
         if (!ok || verbose)
-            printf("  %-9s %6ux%-6u n=%u parts=%u  nmse=%.2e (tol %.0e) nan=%llu inf=%llu "
+            printf("  %-9s %6ux%-6u n=%u %-7s parts=%u  nmse=%.2e (tol %.0e) nan=%llu inf=%llu "
                    "nonfinite_mismatch=%llu guard_damage=%llu  %s%s%s\n",
-                   op_name(t), m, k, n, w.n_parts, cr.nmse, TOL_NMSE_GEMV,
+                   op_name(t), m, k, n, kname[kern], w.n_parts, cr.nmse, TOL_NMSE_GEMV,
                    (unsigned long long)cr.n_nan, (unsigned long long)cr.n_inf,
                    (unsigned long long)cr.n_nonfinite_mismatch, (unsigned long long)damaged,
                    ok ? "ok" : "FAIL", t->note ? "  # " : "", t->note ? t->note : "");
@@ -313,14 +320,15 @@ static int run_gemv_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t
                    (unsigned long long)(cr.first_bad / ys), (unsigned long long)(cr.first_bad % ys),
                    yg[cr.first_bad], yr[cr.first_bad]);
         if (!ok) printf("    repeat with: test_ops -o %s -s %llu\n", op_name(t), (unsigned long long)seed);
-        rc = ok ? 0 : 1;
-    } else {
-        printf("  %-9s %6ux%-6u n=%u  error: %s\n", op_name(t), m, k, n, ms_strerror(rc));
-        rc = 1;
+        fails += !ok;
     }
+    if (rc) {
+        printf("  %-9s %6ux%-6u n=%u  error: %s\n", op_name(t), m, k, n, ms_strerror(rc));
+        fails++;
+    }
+    rc = fails ? 1 : 0;
     ms_vk_weight_free(vk, &w);
     ms_vk_buf_free(vk, &xb);
-    ms_vk_buf_free(vk, &yb.buf);
 out:
     ms_free(wd);
     ms_free(ws);
@@ -435,6 +443,13 @@ static int run_error_cases(ms_vk *vk, ms_vk_cmd *cmd) {
     if (ms_vk_rec_gemv(cmd, &w, ms_vk_buf_range(&xb, 0, 256), 16, ms_vk_buf_range(&yb, 0, 256), 16, 1,
                        NULL) != -MS_E_INVALID_ARG) {
         printf("  FAIL: x_stride < k was not rejected\n");
+        fails++;
+    }
+    ms_vk_gemv_tune bad_kernel = {0};
+    bad_kernel.kernel = 7;
+    if (ms_vk_rec_gemv(cmd, &w, ms_vk_buf_range(&xb, 0, 256), 32, ms_vk_buf_range(&yb, 0, 256), 16, 1,
+                       &bad_kernel) != -MS_E_INVALID_ARG) {
+        printf("  FAIL: an unknown kernel choice was not rejected\n");
         fails++;
     }
     ms_vk_cmd_end(cmd);

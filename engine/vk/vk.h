@@ -241,12 +241,23 @@ typedef struct ms_vk_weight {
 int ms_vk_weight_upload(ms_vk *vk, const ms_weight_view *w, uint64_t max_part_bytes, ms_vk_weight *out);
 void ms_vk_weight_free(ms_vk *vk, ms_vk_weight *w);
 
+/* Which GEMV kernel: gemv_<enc> (each workgroup walks its rows, x read from memory) or
+ * gemv_tiled_<enc> (x staged in shared memory per K-tile, each subgroup owns rows). Both compute
+ * ms_ref_gemv_<enc>. AUTO picks tiled for FP4 and for n > 1, classic otherwise, and never tiled
+ * when MOESTREAM_DISABLE_TILED_GEMV=1 (kill switch). */
+typedef enum ms_vk_gemv_kernel {
+    MS_VK_GEMV_AUTO = 0,
+    MS_VK_GEMV_CLASSIC = 1,
+    MS_VK_GEMV_TILED = 2,
+} ms_vk_gemv_kernel;
+
 /* GEMV tunables, passed as specialization constants. Zero fields = the per-device default. */
 typedef struct ms_vk_gemv_tune {
     uint32_t wg_size;        /* invocations per workgroup */
     uint32_t rows_per_wg;    /* output rows per workgroup */
     uint32_t unroll;         /* 16-byte loads in flight per invocation per row */
     uint32_t subgroup_size;  /* required subgroup size, 0 = driver default */
+    uint32_t kernel;         /* ms_vk_gemv_kernel */
 } ms_vk_gemv_tune;
 
 void ms_vk_gemv_tune_default(const ms_vk *vk, ms_wenc enc, ms_vk_gemv_tune *out);
