@@ -138,11 +138,11 @@ static const char k_flash[] =
 static const char k_tiny[] =
     "{\"architectures\": [\"DeepseekV4ForCausalLM\"], \"model_type\": \"deepseek_v4\",\n"
     " \"vocab_size\": 64, \"hidden_size\": 64, \"num_hidden_layers\": 4,\n"
-    " \"num_attention_heads\": 4, \"num_key_value_heads\": 1, \"head_dim\": 32,\n"
+    " \"num_attention_heads\": 4, \"num_key_value_heads\": 1, \"head_dim\": 72,\n"
     " \"qk_rope_head_dim\": 8, \"q_lora_rank\": 32, \"o_lora_rank\": 16, \"o_groups\": 2,\n"
     " \"sliding_window\": 8, \"compress_ratios\": [0, 4, 128, 4, 0],\n"
     " \"compress_rope_theta\": 160000, \"rope_theta\": 10000, \"rope_scaling\": null,\n"
-    " \"max_position_embeddings\": 4096, \"index_n_heads\": 2, \"index_head_dim\": 16,\n"
+    " \"max_position_embeddings\": 4096, \"index_n_heads\": 2, \"index_head_dim\": 32,\n"
     " \"index_topk\": 4, \"n_routed_experts\": 4, \"num_experts_per_tok\": 2,\n"
     " \"n_shared_experts\": 1, \"moe_intermediate_size\": 32, \"num_hash_layers\": 1,\n"
     " \"scoring_func\": \"sqrtsoftplus\", \"topk_method\": \"noaux_tc\",\n"
@@ -441,27 +441,47 @@ static void test_rejections(void) {
         const char *from, *to, *expect;
     } one[] = {
         {"  \"hidden_size\": 4096,\n", "", "'hidden_size': missing"},
-        {"4, 128, 4, 0]", "4, 128, 5, 0]", "'compress_ratios'[42]: integer 5"},
+        {"4, 128, 4, 0]", "4, 128, 5, 0]", "'compress_ratios'[42]: 5, must be"},
         {"[0, 0, 4, 128, 4, 128,", "[0, 4, 128,", "fewer than num_hidden_layers"},
         {"\"qk_rope_head_dim\": 64", "\"qk_rope_head_dim\": 63", "must be even"},
         {"\"head_dim\": 512", "\"head_dim\": 64", "head_dim = 64 must be greater"},
         {"\"num_hash_layers\": 3", "\"num_hash_layers\": 44", "num_hash_layers = 44"},
-        {"\"num_experts_per_tok\": 6", "\"num_experts_per_tok\": 300", "exceeds n_routed_experts"},
-        {"\"hc_mult\": 4", "\"hc_mult\": 0", "'hc_mult': must be > 0"},
-        {"\"num_hidden_layers\": 43", "\"num_hidden_layers\": 200", "at most 128"},
+        {"\"n_routed_experts\": 256", "\"n_routed_experts\": 4", "exceeds n_routed_experts"},
+        {"\"hc_mult\": 4", "\"hc_mult\": 0", "'hc_mult': 0 is outside 1..16"},
+        {"\"num_hidden_layers\": 43", "\"num_hidden_layers\": 200", "'num_hidden_layers': 200 is outside 1..128"},
         {"\"weight_block_size\": [128, 128]", "\"weight_block_size\": [64, 64]", "[128, 128]"},
         {"\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "'hidden_act'"},
         {"\"topk_method\": \"noaux_tc\"", "\"topk_method\": \"greedy\"", "'topk_method'"},
         {"\"hidden_size\": 4096", "\"hidden_size\": \"4096\"", "expected integer, found string"},
         {"\"hidden_size\": 4096", "\"hidden_size\": 4096.0", "expected integer, found number"},
-        {"\"rms_norm_eps\": 1e-06", "\"rms_norm_eps\": 0", "must be > 0"},
+        {"\"rms_norm_eps\": 1e-06", "\"rms_norm_eps\": 0", "'rms_norm_eps': 0 is outside (0, 1]"},
         {"\"expert_dtype\": \"fp4\"", "\"expert_dtype\": \"int4\"", "'expert_dtype'"},
-        {"\"type\": \"yarn\"", "\"type\": \"linear\"", "'linear' is not supported"},
+        {"\"type\": \"yarn\"", "\"type\": \"linear\"", "'rope_scaling.type': \"linear\" is not supported"},
         {"\"factor\": 16, ", "", "rope_scaling.'factor': missing"},
         {"\"tie_word_embeddings\": false", "\"tie_word_embeddings\": true", "tie_word_embeddings"},
         {"\"eos_token_id\": 1", "\"eos_token_id\": 200000", "outside the vocabulary"},
         {"\"moe_intermediate_size\": 2048", "\"moe_intermediate_size\": 2000", "multiple of 32"},
         {"\"index_head_dim\": 128", "\"index_head_dim\": 0", "index_head_dim must be > 0"},
+        /* hostile-input run: values that passed validation and then hung, allocated gigabytes,
+         * divided by log(1) or produced NaN logits */
+        {"\"n_routed_experts\": 256", "\"n_routed_experts\": 4294967295", "outside 1..4096"},
+        {"\"n_routed_experts\": 256", "\"n_routed_experts\": 16777216", "outside 1..4096"},
+        {"\"hc_sinkhorn_iters\": 20", "\"hc_sinkhorn_iters\": 4000000000", "outside 1..1000"},
+        {"\"sliding_window\": 128", "\"sliding_window\": 4194304", "outside 1..1048576"},
+        {"\"index_topk\": 512", "\"index_topk\": 4000000000", "'index_topk'"},
+        {"\"vocab_size\": 129280", "\"vocab_size\": 4000000000", "'vocab_size'"},
+        {"\"compress_rope_theta\": 160000", "\"compress_rope_theta\": 1.0", "outside (1,"},
+        {"\"beta_fast\": 32", "\"beta_fast\": 0", "'rope_scaling.beta_fast': 0 is outside"},
+        {"\"beta_slow\": 1", "\"beta_slow\": -1", "'rope_scaling.beta_slow': -1 is outside"},
+        {"\"hc_eps\": 1e-06", "\"hc_eps\": 1e308", "'hc_eps': 1e+308 is outside"},
+        {"\"routed_scaling_factor\": 1.5", "\"routed_scaling_factor\": 1e308", "'routed_scaling_factor'"},
+        {"\"n_shared_experts\": 1", "\"n_shared_experts\": 0", "'n_shared_experts': 0 is outside 1..1"},
+        {", \"type\": \"yarn\"", "", "has no 'type'"},
+        {"4, 128, 4, 0]", "4, 128, \"4\", 0]", "'compress_ratios'[42]: \"4\" (a string)"},
+        {"4, 128, 4, 0]", "4, 128, 4294967296, 0]", "'compress_ratios'[42]: 4294967296, must"},
+        {"4, 128, 4, 0]", "4, 128, 2.5, 0]", "'compress_ratios'[42]: 2.5, must"},
+        {"\"index_head_dim\": 128", "\"index_head_dim\": 96", "power of two"},
+        {"\"head_dim\": 512", "\"head_dim\": 500", "multiple of 64"},
         /* found by fuzz_config: 0 K/V heads used to pass */
         {"\"num_key_value_heads\": 1", "\"num_key_value_heads\": 0", "num_key_value_heads = 0"},
     };
@@ -483,7 +503,7 @@ static void test_rejections(void) {
 }
 
 static void test_load(void) {
-    char p[512], err[1024];
+    char p[1024], err[1024];
     ms_v4_config c;
     snprintf(p, sizeof p, "%s/config.json", g_dir);
     FILE *f = fopen(p, "w");
@@ -496,6 +516,39 @@ static void test_load(void) {
     snprintf(p, sizeof p, "%s/nothing", g_dir);
     int rc = ms_v4_config_load(p, &c, err, sizeof err);
     CHECK(rc == -ENOENT && strstr(err, "nothing"), "load missing: %d %s", rc, err);
+
+    /* hostile-input run: a FIFO as config.json hung in open(2) forever; now refused at once */
+    char fd_dir[512];
+    snprintf(fd_dir, sizeof fd_dir, "%s/fifo_model", g_dir);
+    CHECK(mkdir(fd_dir, 0700) == 0, "mkdir %s", fd_dir);
+    snprintf(p, sizeof p, "%s/config.json", fd_dir);
+    CHECK(mkfifo(p, 0600) == 0, "mkfifo %s: %s", p, strerror(errno));
+    rc = ms_v4_config_load(fd_dir, &c, err, sizeof err);
+    CHECK(rc == -MS_E_FORMAT && strstr(err, "config.json") && strstr(err, "is a FIFO"),
+          "FIFO config: %d %s", rc, err);
+    unlink(p);
+    /* a directory named config.json */
+    CHECK(mkdir(p, 0700) == 0, "mkdir %s", p);
+    rc = ms_v4_config_load(fd_dir, &c, err, sizeof err);
+    CHECK(rc != 0 && strstr(err, "is a directory"), "directory config: %d %s", rc, err);
+    rmdir(p);
+    rmdir(fd_dir);
+    /* too large: the message gives both sizes, not "not a regular file" */
+    snprintf(p, sizeof p, "%s/big.json", g_dir);
+    f = fopen(p, "w");
+    CHECK(f && ftruncate(fileno(f), 17 << 20) == 0, "make big file");
+    if (f) fclose(f);
+    rc = ms_v4_config_load(p, &c, err, sizeof err);
+    CHECK(rc == -MS_E_RANGE && strstr(err, "17.0 MiB") && strstr(err, "16.0 MiB"),
+          "big config: %d %s", rc, err);
+    unlink(p);
+    /* a ~4 KB path is not silently truncated: the error is about that path */
+    char longp[5000];
+    size_t lp = (size_t)snprintf(longp, sizeof longp, "%s/", g_dir);
+    while (lp + 2 < sizeof longp - 16) longp[lp++] = 'a';
+    longp[lp] = '\0';
+    rc = ms_v4_config_load(longp, &c, err, sizeof err);
+    CHECK(rc == -ENAMETOOLONG, "4 KB path: %d %s", rc, err);
 }
 
 /* ---- synthetic checkpoint -------------------------------------------------------------- */
@@ -633,11 +686,11 @@ static void test_check_tensors(void) {
     rc = check_ckpt(&c, &m3, err, sizeof err);
     CHECK(rc == -MS_E_FORMAT && count_lines(err) == 3, "three problems -> %d lines:\n%s",
           count_lines(err), err);
-    CHECK(strstr(err, "layers.2.attn.compressor.ape: missing (expected F32 [128, 32])") != NULL,
+    CHECK(strstr(err, "layers.2.attn.compressor.ape: missing (expected F32 [128, 72])") != NULL,
           "missing line:\n%s", err);
     CHECK(strstr(err, "layers.1.attn.attn_sink: dtype BF16, expected F32") != NULL,
           "dtype line:\n%s", err);
-    CHECK(strstr(err, "layers.3.attn.indexer.wq_b.weight: shape [32, 16], expected [32, 32]") !=
+    CHECK(strstr(err, "layers.3.attn.indexer.wq_b.weight: shape [64, 16], expected [64, 32]") !=
               NULL,
           "shape line:\n%s", err);
 
@@ -650,12 +703,42 @@ static void test_check_tensors(void) {
     CHECK(rc == 0 && g_warns == 1 && strstr(g_last_warn, "layers.0.something_new"),
           "extra tensor: rc %d, %d warnings, '%s'", rc, g_warns, g_last_warn);
 
+    /* hostile-input run: a config with fewer layers than the checkpoint ran a truncated model;
+     * tensors of layers the config does not know are an error, one line per such layer */
+    {
+        ms_v4_config c3 = c;
+        c3.n_layers = 3;
+        char p[512];
+        snprintf(p, sizeof p, "%s/tiny.safetensors", g_dir);
+        mutation m_none = {.no_mtp = true};
+        CHECK(write_ckpt(&c, &m_none, p) == 0, "write %s", p);
+        ms_st *st = NULL;
+        rc = ms_st_open(p, &st, err, sizeof err);
+        CHECK(rc == 0, "open: %s", err);
+        if (st) {
+            rc = ms_v4_check_tensors(&c3, st, err, sizeof err);
+            CHECK(rc == -MS_E_FORMAT && count_lines(err) == 1 &&
+                      strstr(err, "has layer 3, but config.json says num_hidden_layers = 3"),
+                  "layers beyond the config:\n%s", err);
+            /* 4096 experts per layer (the bound) against a 4-expert checkpoint: every missing
+             * tensor counted, the text stops at the buffer (it used to format every line) */
+            ms_v4_config cx = c;
+            cx.n_routed_experts = 4096;
+            char small[256];
+            rc = ms_v4_check_tensors(&cx, st, small, sizeof small);
+            CHECK(rc == -MS_E_FORMAT && strstr(small, "more problems") &&
+                      strlen(small) < sizeof small,
+                  "4096 experts: %s", small);
+            ms_st_close(st);
+        }
+    }
+
     /* the expected list of the tiny model itself */
-    expect_spec(&c, "layers.1.attn.compressor.wkv.weight", MS_ST_BF16, 2, 64, 64);  /* 2*32 */
-    expect_spec(&c, "layers.2.attn.compressor.wkv.weight", MS_ST_BF16, 2, 32, 64);  /* ratio 128 */
-    expect_spec(&c, "layers.1.attn.indexer.compressor.ape", MS_ST_F32, 2, 4, 32);
-    expect_spec(&c, "layers.1.attn.wo_a.weight", MS_ST_F8_E4M3, 2, 32, 64);
-    expect_spec(&c, "layers.1.attn.wo_a.scale", MS_ST_F8_E8M0, 2, 1, 1);
+    expect_spec(&c, "layers.1.attn.compressor.wkv.weight", MS_ST_BF16, 2, 144, 64); /* 2*72 */
+    expect_spec(&c, "layers.2.attn.compressor.wkv.weight", MS_ST_BF16, 2, 72, 64);  /* ratio 128 */
+    expect_spec(&c, "layers.1.attn.indexer.compressor.ape", MS_ST_F32, 2, 4, 64);
+    expect_spec(&c, "layers.1.attn.wo_a.weight", MS_ST_F8_E4M3, 2, 32, 144);
+    expect_spec(&c, "layers.1.attn.wo_a.scale", MS_ST_F8_E8M0, 2, 1, 2);
     expect_spec(&c, "layers.0.ffn.gate.tid2eid", MS_ST_I64, 2, 64, 2);
     expect_spec(&c, "layers.1.ffn.gate.bias", MS_ST_F32, 1, 4, 0);
     expect_spec(&c, "layers.0.hc_attn_fn", MS_ST_F32, 2, 8, 128);

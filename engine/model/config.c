@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/file.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -30,6 +31,30 @@
 #define MAX_MTP_LAYERS 4u
 #define FP8_BLOCK 128u
 #define FP4_BLOCK 32u
+
+/* Upper bounds for config values. Each is far above the real models' value (V4_SPEC §1.1, named
+ * in the message) and low enough that loops and buffers sized by it stay sane: a hostile or
+ * mistyped config is refused here instead of hanging the tensor check or allocating gigabytes. */
+#define MAX_VOCAB (1u << 20)          /* 129280: embed and head rows */
+#define MAX_DIM 65536u                /* 7168 */
+#define MAX_HEADS 1024u               /* 128 attention heads, 64 indexer heads, 16 groups */
+#define MAX_HEAD_DIM 4096u            /* 512 */
+#define MAX_ROPE_DIM 512u             /* 64; the reference's frequency tables hold 512 */
+#define MAX_RANK 65536u               /* q/o LoRA ranks 1536/1024, expert width 3072 */
+#define MAX_WINDOW (1u << 20)         /* 128; sessions size their ring by their own token limit */
+#define MAX_INDEX_HEAD_DIM 4096u      /* 128; the Hadamard rotation's limit */
+#define MAX_INDEX_TOPK (1u << 20)     /* 1024 */
+#define MAX_EXPERTS 4096u             /* 384: the tensor check visits 3 matrices per expert */
+#define MAX_ACTIVE 64u                /* 6 */
+#define MAX_HC 16u                    /* 4 */
+#define MAX_SINKHORN 1000u            /* 20: iterations run per token per layer */
+#define MAX_POSITIONS (1ull << 32)    /* 1048576 */
+#define MAX_THETA 1e12                /* 10000 / 160000; must exceed 1 (log(theta) divides) */
+#define MAX_SCALING 1000.0            /* 2.5 */
+#define MAX_SWIGLU_LIMIT 1e6          /* 10 */
+#define MAX_EPS 1.0                   /* 1e-6: an epsilon near 1 is already no epsilon */
+#define MAX_YARN_FACTOR 1e6           /* 16 */
+#define MAX_YARN_BETA 1e6             /* 32 and 1 */
 
 /* ------------------------------------------------------------------------------------------ */
 /* problem list: lines joined by '\n', truncated with a count when err is full                  */
@@ -55,13 +80,17 @@ static void prob(plist *pl, const char *fmt, ...) __attribute__((format(printf, 
 #endif
 static void prob(plist *pl, const char *fmt, ...) {
     pl->n++;
+    if (!pl->buf || pl->dropped) { /* full: count only (formatting millions of lines costs) */
+        pl->dropped++;
+        return;
+    }
     char line[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     size_t ll = strlen(line), sep = pl->len ? 1 : 0;
-    if (!pl->buf || pl->dropped || pl->len + sep + ll + 1 + PLIST_TAIL > pl->cap) {
+    if (pl->len + sep + ll + 1 + PLIST_TAIL > pl->cap) {
         pl->dropped++;
         return;
     }
@@ -82,19 +111,38 @@ static void plist_finish(plist *pl) {
 typedef struct reader {
     const ms_json *root;
     plist *pl;
+    const char *prefix; /* prepended to key names in messages ("rope_scaling."), or NULL */
+    const char *bad[64]; /* keys already reported (relations involving them are skipped) */
+    uint32_t n_bad;
 } reader;
+
+static void mark_bad(reader *r, const char *key) {
+    if (r->n_bad < sizeof r->bad / sizeof r->bad[0]) r->bad[r->n_bad++] = key;
+}
+
+static bool was_bad(const reader *r, const char *key) {
+    for (uint32_t i = 0; i < r->n_bad; i++)
+        if (strcmp(r->bad[i], key) == 0) return true;
+    return false;
+}
 
 static bool req_u32(reader *r, const char *key, uint32_t *out) {
     char msg[200];
     int rc = ms_json_get_u32(r->root, key, out, msg, sizeof msg);
-    if (rc) prob(r->pl, "%s", msg);
+    if (rc) prob(r->pl, "%s%s", r->prefix ? r->prefix : "", msg);
     return rc == 0;
 }
 
-static bool req_pos_u32(reader *r, const char *key, uint32_t *out) {
+/* A count in [lo, hi]: hi is far above what a real model needs (V4_SPEC §1.1 gives the real value,
+ * named in real), so a hostile or mistyped config cannot make a later loop or allocation huge. */
+static bool req_u32_in(reader *r, const char *key, uint32_t *out, uint32_t lo, uint32_t hi,
+                       const char *real) {
     if (!req_u32(r, key, out)) return false;
-    if (*out == 0) {
-        prob(r->pl, "'%s': must be > 0", key);
+    if (*out < lo || *out > hi) {
+        prob(r->pl, "'%s%s': %u is outside %u..%u (DeepSeek-V4 uses %s)",
+             r->prefix ? r->prefix : "", key, *out, lo, hi, real);
+        *out = 0; /* relations between fields skip zeros: one line, not a cascade */
+        mark_bad(r, key);
         return false;
     }
     return true;
@@ -111,12 +159,17 @@ static bool opt_u32(reader *r, const char *key, uint32_t *out, uint32_t dflt) {
 static bool req_f64(reader *r, const char *key, double *out) {
     char msg[200];
     int rc = ms_json_get_f64(r->root, key, out, msg, sizeof msg);
-    if (rc) prob(r->pl, "%s", msg);
+    if (rc) prob(r->pl, "%s%s", r->prefix ? r->prefix : "", msg);
     return rc == 0;
 }
 
-static void req_pos_f64(reader *r, const char *key, double *out) {
-    if (req_f64(r, key, out) && !(*out > 0)) prob(r->pl, "'%s': %g, must be > 0", key, *out);
+/* A real number in (lo, hi] (lo_open) or [lo, hi]; bounds as for req_u32_in. */
+static void req_f64_in(reader *r, const char *key, double *out, double lo, bool lo_open, double hi,
+                       const char *real) {
+    if (!req_f64(r, key, out)) return;
+    if ((lo_open ? !(*out > lo) : !(*out >= lo)) || !(*out <= hi))
+        prob(r->pl, "'%s%s': %g is outside %s%g, %g] (DeepSeek-V4 uses %s)",
+             r->prefix ? r->prefix : "", key, *out, lo_open ? "(" : "[", lo, hi, real);
 }
 
 static bool req_bool(reader *r, const char *key, bool *out) {
@@ -186,28 +239,50 @@ static void read_rope_scaling(reader *r, ms_v4_config *c) {
     if (!ty) ty = ms_json_get(rs, "rope_type");
     size_t tl;
     const char *t = ms_json_str(ty, &tl);
-    if (!t || strcmp(t, "yarn") != 0) {
+    if (!ty) {
+        prob(r->pl, "'rope_scaling': has no 'type' (or 'rope_type'); expected \"yarn\", or "
+                    "rope_scaling null for no scaling");
+        return;
+    }
+    if (!t || tl != 4 || strcmp(t, "yarn") != 0) {
         char e[64];
-        ms_json_escape(t ? t : ms_json_kind(ty), t ? tl : strlen(ms_json_kind(ty)), e, sizeof e);
-        prob(r->pl, "'rope_scaling': type '%s' is not supported (expected \"yarn\")", e);
+        if (t) ms_json_escape(t, tl, e, sizeof e);
+        else snprintf(e, sizeof e, "(%s)", ms_json_kind(ty));
+        prob(r->pl, "'rope_scaling.type': \"%s\" is not supported (expected \"yarn\")", e);
         return;
     }
     c->yarn = true;
-    char msg[200];
-    /* messages from the sub-object name the inner key; prefix them */
-    if (ms_json_get_f64(rs, "factor", &c->yarn_factor, msg, sizeof msg))
-        prob(r->pl, "rope_scaling.%s", msg);
-    else if (!(c->yarn_factor > 0))
-        prob(r->pl, "'rope_scaling.factor': %g, must be > 0", c->yarn_factor);
-    if (ms_json_get_u32(rs, "original_max_position_embeddings", &c->yarn_original_max_pos, msg,
-                        sizeof msg))
-        prob(r->pl, "rope_scaling.%s", msg);
-    else if (c->yarn_original_max_pos == 0)
-        prob(r->pl, "'rope_scaling.original_max_position_embeddings': must be > 0");
-    if (ms_json_get_f64(rs, "beta_fast", &c->yarn_beta_fast, msg, sizeof msg))
-        prob(r->pl, "rope_scaling.%s", msg);
-    if (ms_json_get_f64(rs, "beta_slow", &c->yarn_beta_slow, msg, sizeof msg))
-        prob(r->pl, "rope_scaling.%s", msg);
+    reader sub = {.root = rs, .pl = r->pl, .prefix = "rope_scaling."};
+    req_f64_in(&sub, "factor", &c->yarn_factor, 0, true, MAX_YARN_FACTOR, "16");
+    req_u32_in(&sub, "original_max_position_embeddings", &c->yarn_original_max_pos, 1, UINT32_MAX,
+               "65536");
+    /* beta 0 or below puts log(0) or log(negative) into the correction range */
+    req_f64_in(&sub, "beta_fast", &c->yarn_beta_fast, 0, true, MAX_YARN_BETA, "32");
+    req_f64_in(&sub, "beta_slow", &c->yarn_beta_slow, 0, true, MAX_YARN_BETA, "1");
+}
+
+/* A JSON value for a message: 4294967296, 2.5, "4" (a string), true, null, an array... */
+static void describe_value(const ms_json *v, char *out, size_t len) {
+    size_t sl;
+    const char *s;
+    switch (ms_json_type_of(v)) {
+    case MS_JSON_NUMBER:
+        if (ms_json_is_int(v)) snprintf(out, len, "%lld", (long long)ms_json_int(v));
+        else snprintf(out, len, "%.17g", ms_json_num(v));
+        return;
+    case MS_JSON_STRING: {
+        char e[48];
+        s = ms_json_str(v, &sl);
+        ms_json_escape(s, sl, e, sizeof e);
+        snprintf(out, len, "\"%s\" (a string)", e);
+        return;
+    }
+    case MS_JSON_BOOL: snprintf(out, len, "%s", ms_json_bool(v) ? "true" : "false"); return;
+    case MS_JSON_NULL: snprintf(out, len, "null"); return;
+    case MS_JSON_ARRAY: snprintf(out, len, "an array"); return;
+    case MS_JSON_OBJECT: snprintf(out, len, "an object"); return;
+    }
+    snprintf(out, len, "%s", ms_json_kind(v));
 }
 
 static void read_compress_ratios(reader *r, ms_v4_config *c) {
@@ -230,15 +305,21 @@ static void read_compress_ratios(reader *r, ms_v4_config *c) {
         const ms_json *v = ms_json_at(a, i);
         int64_t x = ms_json_int(v);
         if (!ms_json_is_int(v) || (x != 0 && x != 4 && x != 128)) {
-            if (bad++ < 4)
-                prob(r->pl, "'compress_ratios'[%u]: %s %g, must be 0, 4 or 128", i,
-                     ms_json_kind(v), ms_json_num(v));
+            if (bad++ < 4) {
+                char what[96];
+                describe_value(v, what, sizeof what);
+                prob(r->pl, "'compress_ratios'[%u]: %s, must be 0, 4 or 128", i, what);
+            }
             continue;
         }
         c->compress_ratios[i] = (uint32_t)x;
     }
     if (bad > 4) prob(r->pl, "'compress_ratios': %u more invalid entries", bad - 4);
     c->n_compress_ratios = n;
+    /* num_hidden_layers is read before this (0 if it was bad) */
+    if (c->n_layers && n < c->n_layers)
+        prob(r->pl, "'compress_ratios': %u entries, fewer than num_hidden_layers = %u (one per "
+                    "layer, then one per MTP layer)", n, c->n_layers);
 }
 
 static void read_quant(reader *r) {
@@ -265,7 +346,8 @@ static bool has_ratio(const ms_v4_config *c, uint32_t ratio) {
     return false;
 }
 
-static void validate(const ms_v4_config *c, plist *pl) {
+static void validate(const ms_v4_config *c, const reader *r) {
+    plist *pl = r->pl;
     if (c->rope_dim % 2)
         prob(pl, "qk_rope_head_dim = %u, must be even (RoPE rotates pairs)", c->rope_dim);
     if (c->head_dim && c->rope_dim && c->head_dim <= c->rope_dim)
@@ -274,21 +356,18 @@ static void validate(const ms_v4_config *c, plist *pl) {
     if (c->n_heads && c->o_groups && c->n_heads % c->o_groups)
         prob(pl, "num_attention_heads = %u is not a multiple of o_groups = %u", c->n_heads,
              c->o_groups);
-    if (c->n_layers > MS_V4_MAX_LAYERS)
-        prob(pl, "num_hidden_layers = %u, at most %u supported", c->n_layers, MS_V4_MAX_LAYERS);
     if (c->n_mtp_layers > MAX_MTP_LAYERS)
         prob(pl, "num_nextn_predict_layers = %u, at most %u supported", c->n_mtp_layers,
              MAX_MTP_LAYERS);
-    if (c->n_layers > MS_V4_MAX_LAYERS) {
-        /* already reported; the ratio count would only cascade */
-    } else if (c->n_layers && c->n_compress_ratios && c->n_compress_ratios < c->n_layers)
-        prob(pl, "compress_ratios has %u entries, fewer than num_hidden_layers = %u",
-             c->n_compress_ratios, c->n_layers);
-    else if (c->n_layers && c->n_compress_ratios &&
-             c->n_compress_ratios != c->n_layers + c->n_mtp_layers)
+    if (c->n_layers && c->n_compress_ratios >= c->n_layers &&
+        c->n_compress_ratios != c->n_layers + c->n_mtp_layers)
         MS_LOGW("config: compress_ratios has %u entries, expected %u (num_hidden_layers + "
                 "num_nextn_predict_layers); MTP layers without an entry use ratio 0",
                 c->n_compress_ratios, c->n_layers + c->n_mtp_layers);
+    if (c->head_dim > c->rope_dim && c->rope_dim % 2 == 0 && c->rope_dim &&
+        (c->head_dim - c->rope_dim) % 64)
+        prob(pl, "head_dim - qk_rope_head_dim = %u, must be a multiple of 64 (the KV latent is "
+                 "stored in e4m3 blocks of 64)", c->head_dim - c->rope_dim);
     if (c->n_routed_experts && c->n_active_experts > c->n_routed_experts)
         prob(pl, "num_experts_per_tok = %u exceeds n_routed_experts = %u", c->n_active_experts,
              c->n_routed_experts);
@@ -304,9 +383,17 @@ static void validate(const ms_v4_config *c, plist *pl) {
                  c->moe_inter_dim, FP4_BLOCK);
     }
     if (has_ratio(c, 4)) {
-        if (c->index_n_heads == 0) prob(pl, "index_n_heads must be > 0 (ratio-4 layers exist)");
-        if (c->index_topk == 0) prob(pl, "index_topk must be > 0 (ratio-4 layers exist)");
-        if (c->index_head_dim == 0) prob(pl, "index_head_dim must be > 0 (ratio-4 layers exist)");
+        if (c->index_n_heads == 0 && !was_bad(r, "index_n_heads"))
+            prob(pl, "index_n_heads must be > 0 (ratio-4 layers exist)");
+        if (c->index_topk == 0 && !was_bad(r, "index_topk"))
+            prob(pl, "index_topk must be > 0 (ratio-4 layers exist)");
+        if (was_bad(r, "index_head_dim")) {
+            /* reported */
+        } else if (c->index_head_dim == 0)
+            prob(pl, "index_head_dim must be > 0 (ratio-4 layers exist)");
+        else if (c->index_head_dim < FP4_BLOCK || (c->index_head_dim & (c->index_head_dim - 1)))
+            prob(pl, "index_head_dim = %u, must be a power of two >= 32 (Hadamard rotation, FP4 "
+                     "blocks of 32)", c->index_head_dim);
         else if (c->rope_dim && c->index_head_dim <= c->rope_dim)
             prob(pl, "index_head_dim = %u must be greater than qk_rope_head_dim = %u",
                  c->index_head_dim, c->rope_dim);
@@ -348,56 +435,57 @@ int ms_v4_config_parse(const char *json, size_t len, ms_v4_config *cfg, char *er
 
     plist pl;
     plist_init(&pl, err, err_len);
-    reader r = {root, &pl};
+    reader r = {.root = root, .pl = &pl};
     ms_v4_config *c = cfg;
-    req_pos_u32(&r, "vocab_size", &c->vocab_size);
-    req_pos_u32(&r, "hidden_size", &c->dim);
-    req_pos_u32(&r, "num_hidden_layers", &c->n_layers);
-    req_pos_u32(&r, "num_attention_heads", &c->n_heads);
+    req_u32_in(&r, "vocab_size", &c->vocab_size, 1, MAX_VOCAB, "129280");
+    req_u32_in(&r, "hidden_size", &c->dim, 1, MAX_DIM, "7168 and 4096");
+    req_u32_in(&r, "num_hidden_layers", &c->n_layers, 1, MS_V4_MAX_LAYERS, "61 and 43");
+    req_u32_in(&r, "num_attention_heads", &c->n_heads, 1, MAX_HEADS, "128 and 64");
     if (req_u32(&r, "num_key_value_heads", &c->n_kv_heads) && c->n_kv_heads != 1)
         prob(&pl, "num_key_value_heads = %u, must be 1 (one shared K/V latent)", c->n_kv_heads);
-    req_pos_u32(&r, "head_dim", &c->head_dim);
-    req_pos_u32(&r, "qk_rope_head_dim", &c->rope_dim);
-    req_pos_u32(&r, "q_lora_rank", &c->q_lora_rank);
-    req_pos_u32(&r, "o_lora_rank", &c->o_lora_rank);
-    req_pos_u32(&r, "o_groups", &c->o_groups);
-    req_pos_u32(&r, "sliding_window", &c->window);
+    req_u32_in(&r, "head_dim", &c->head_dim, 1, MAX_HEAD_DIM, "512");
+    req_u32_in(&r, "qk_rope_head_dim", &c->rope_dim, 1, MAX_ROPE_DIM, "64");
+    req_u32_in(&r, "q_lora_rank", &c->q_lora_rank, 1, MAX_RANK, "1536 and 1024");
+    req_u32_in(&r, "o_lora_rank", &c->o_lora_rank, 1, MAX_RANK, "1024");
+    req_u32_in(&r, "o_groups", &c->o_groups, 1, MAX_HEADS, "16 and 8");
+    req_u32_in(&r, "sliding_window", &c->window, 1, MAX_WINDOW, "128");
     read_compress_ratios(&r, c);
-    req_pos_f64(&r, "rope_theta", &c->rope_theta);
-    req_pos_f64(&r, "compress_rope_theta", &c->compress_rope_theta);
+    req_f64_in(&r, "rope_theta", &c->rope_theta, 1, true, MAX_THETA, "10000");
+    req_f64_in(&r, "compress_rope_theta", &c->compress_rope_theta, 1, true, MAX_THETA, "160000");
     read_rope_scaling(&r, c);
     {
         int64_t mp;
         char msg[200];
         if (ms_json_get_i64(root, "max_position_embeddings", &mp, msg, sizeof msg))
             prob(&pl, "%s", msg);
-        else if (mp <= 0)
-            prob(&pl, "'max_position_embeddings': must be > 0");
+        else if (mp <= 0 || mp > (int64_t)MAX_POSITIONS)
+            prob(&pl, "'max_position_embeddings': %lld is outside 1..%llu (DeepSeek-V4 uses 1048576)",
+                 (long long)mp, (unsigned long long)MAX_POSITIONS);
         else
             c->max_position_embeddings = (uint64_t)mp;
     }
-    req_u32(&r, "index_n_heads", &c->index_n_heads);
-    req_u32(&r, "index_head_dim", &c->index_head_dim);
-    req_u32(&r, "index_topk", &c->index_topk);
-    req_pos_u32(&r, "n_routed_experts", &c->n_routed_experts);
-    req_pos_u32(&r, "num_experts_per_tok", &c->n_active_experts);
-    req_u32(&r, "n_shared_experts", &c->n_shared_experts);
-    req_pos_u32(&r, "moe_intermediate_size", &c->moe_inter_dim);
-    req_u32(&r, "num_hash_layers", &c->n_hash_layers);
+    req_u32_in(&r, "index_n_heads", &c->index_n_heads, 0, MAX_HEADS, "64");
+    req_u32_in(&r, "index_head_dim", &c->index_head_dim, 0, MAX_INDEX_HEAD_DIM, "128");
+    req_u32_in(&r, "index_topk", &c->index_topk, 0, MAX_INDEX_TOPK, "1024 and 512");
+    req_u32_in(&r, "n_routed_experts", &c->n_routed_experts, 1, MAX_EXPERTS, "384 and 256");
+    req_u32_in(&r, "num_experts_per_tok", &c->n_active_experts, 1, MAX_ACTIVE, "6");
+    req_u32_in(&r, "n_shared_experts", &c->n_shared_experts, 1, 1, "1; the forward pass runs exactly one");
+    req_u32_in(&r, "moe_intermediate_size", &c->moe_inter_dim, 1, MAX_RANK, "3072 and 2048");
+    req_u32_in(&r, "num_hash_layers", &c->n_hash_layers, 0, MS_V4_MAX_LAYERS, "3");
     req_str_is(&r, "scoring_func", "sqrtsoftplus");
     req_str_is(&r, "topk_method", "noaux_tc");
     req_str_is(&r, "hidden_act", "silu");
     req_bool(&r, "norm_topk_prob", &c->norm_topk_prob);
-    req_pos_f64(&r, "routed_scaling_factor", &c->routed_scaling_factor);
+    req_f64_in(&r, "routed_scaling_factor", &c->routed_scaling_factor, 0, true, MAX_SCALING, "2.5 and 1.5");
     if (ms_json_get(root, "swiglu_limit") && ms_json_type_of(ms_json_get(root, "swiglu_limit")) !=
                                                  MS_JSON_NULL) {
-        if (req_f64(&r, "swiglu_limit", &c->swiglu_limit) && c->swiglu_limit < 0)
-            prob(&pl, "'swiglu_limit': %g, must be >= 0 (0 = no clamp)", c->swiglu_limit);
+        req_f64_in(&r, "swiglu_limit", &c->swiglu_limit, 0, false, MAX_SWIGLU_LIMIT,
+                   "10; 0 = no clamp");
     }
-    req_pos_u32(&r, "hc_mult", &c->hc_mult);
-    req_pos_u32(&r, "hc_sinkhorn_iters", &c->hc_sinkhorn_iters);
-    req_pos_f64(&r, "hc_eps", &c->hc_eps);
-    req_pos_f64(&r, "rms_norm_eps", &c->rms_norm_eps);
+    req_u32_in(&r, "hc_mult", &c->hc_mult, 1, MAX_HC, "4");
+    req_u32_in(&r, "hc_sinkhorn_iters", &c->hc_sinkhorn_iters, 1, MAX_SINKHORN, "20");
+    req_f64_in(&r, "hc_eps", &c->hc_eps, 0, true, MAX_EPS, "1e-06");
+    req_f64_in(&r, "rms_norm_eps", &c->rms_norm_eps, 0, true, MAX_EPS, "1e-06");
     opt_u32(&r, "num_nextn_predict_layers", &c->n_mtp_layers, 0);
     {
         const ms_json *ed = ms_json_get(root, "expert_dtype");
@@ -420,7 +508,7 @@ int ms_v4_config_parse(const char *json, size_t len, ms_v4_config *cfg, char *er
         if (ms_json_get(root, "attention_bias") && req_bool(&r, "attention_bias", &b) && b)
             prob(&pl, "'attention_bias': true is not supported");
     }
-    validate(c, &pl);
+    validate(c, &r);
     plist_finish(&pl);
     ms_json_free(doc);
     return pl.n ? -MS_E_FORMAT : 0;
@@ -433,45 +521,21 @@ int ms_v4_config_load(const char *path, ms_v4_config *cfg, char *err, size_t err
         return -MS_E_INVALID_ARG;
     }
     struct stat sb;
-    char file[4096];
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-        snprintf(file, sizeof file, "%s/config.json", path);
-    else
-        snprintf(file, sizeof file, "%s", path);
-    int fd = open(file, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int rc = -errno;
-        if (err && err_len) snprintf(err, err_len, "%s: %s", file, ms_strerror(rc));
-        return rc;
+    char *file = NULL;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        size_t n = strlen(path) + sizeof "/config.json";
+        file = ms_malloc(n);
+        if (file) snprintf(file, n, "%s/config.json", path);
+    } else {
+        file = ms_strdup(path);
     }
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (size_t)sb.st_size > MAX_CONFIG_BYTES) {
-        close(fd);
-        if (err && err_len)
-            snprintf(err, err_len, "%s: not a regular file of at most %zu bytes", file,
-                     MAX_CONFIG_BYTES);
-        return -MS_E_FORMAT;
-    }
-    size_t n = (size_t)sb.st_size, got = 0;
-    char *buf = ms_malloc(n ? n : 1);
-    if (!buf) {
-        close(fd);
-        return -MS_E_NOMEM;
-    }
-    while (got < n) {
-        ssize_t k = read(fd, buf + got, n - got);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            int rc = k < 0 ? -errno : -MS_E_IO;
-            close(fd);
-            ms_free(buf);
-            if (err && err_len)
-                snprintf(err, err_len, "%s: read failed: %s", file, ms_strerror(rc));
-            return rc;
-        }
-        got += (size_t)k;
-    }
-    close(fd);
-    int rc = ms_v4_config_parse(buf, n, cfg, err, err_len);
+    if (!file) return -MS_E_NOMEM;
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = ms_file_read_all(file, "config file", MAX_CONFIG_BYTES, &buf, &n, err, err_len);
+    ms_free(file);
+    if (rc) return rc;
+    rc = ms_v4_config_parse(buf, n, cfg, err, err_len);
     ms_free(buf);
     return rc;
 }
@@ -693,6 +757,19 @@ static int check_fn(const ms_v4_tensor_spec *t, void *user) {
     return 0;
 }
 
+/* name = prefix + decimal index + "." ...: true and *index (saturated at UINT32_MAX). */
+static bool block_index(const char *name, const char *prefix, uint32_t *index) {
+    size_t pl = strlen(prefix);
+    if (strncmp(name, prefix, pl) != 0) return false;
+    const char *p = name + pl;
+    if (*p < '0' || *p > '9') return false;
+    uint64_t v = 0;
+    for (; *p >= '0' && *p <= '9'; p++) v = v > UINT32_MAX ? v : v * 10 + (uint64_t)(*p - '0');
+    if (*p != '.') return false;
+    *index = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+    return true;
+}
+
 int ms_v4_check_tensors(const ms_v4_config *cfg, const ms_st *st, char *err, size_t err_len) {
     if (err && err_len) err[0] = '\0';
     if (!cfg || !st) return -MS_E_INVALID_ARG;
@@ -707,10 +784,38 @@ int ms_v4_check_tensors(const ms_v4_config *cfg, const ms_st *st, char *err, siz
     x.pl = &pl;
     ms_v4_for_each_tensor(cfg, any_mtp, check_fn, &x);
     uint32_t extra = 0;
+    uint64_t beyond_layers[MS_V4_MAX_LAYERS / 64 + 1] = {0}; /* layers already reported */
+    bool beyond_mtp[MAX_MTP_LAYERS + 1] = {false};
     for (uint32_t i = 0; i < n; i++) {
         if (x.seen[i]) continue;
-        if (extra++ < 16)
-            MS_LOGW("checkpoint: unexpected tensor '%s' (ignored)", ms_st_at(st, i)->name);
+        const char *name = ms_st_at(st, i)->name;
+        uint32_t li;
+        /* A block the config does not know about: the config and checkpoint disagree on the
+         * depth (running would silently drop those layers). */
+        if (block_index(name, "layers.", &li)) {
+            if (li < cfg->n_layers) goto unexpected; /* an unknown tensor of a known layer */
+            uint32_t bit = li < MS_V4_MAX_LAYERS ? li : MS_V4_MAX_LAYERS;
+            if (!(beyond_layers[bit / 64] >> (bit % 64) & 1)) {
+                beyond_layers[bit / 64] |= 1ull << (bit % 64);
+                prob(&pl, "%s: the checkpoint has layer %u%s, but config.json says "
+                          "num_hidden_layers = %u (config and checkpoint do not match)",
+                     name, li, bit == MS_V4_MAX_LAYERS ? " (or beyond)" : "", cfg->n_layers);
+            }
+            continue;
+        }
+        if (block_index(name, "mtp.", &li)) {
+            if (li < cfg->n_mtp_layers) goto unexpected;
+            uint32_t bit = li < MAX_MTP_LAYERS ? li : MAX_MTP_LAYERS;
+            if (!beyond_mtp[bit]) {
+                beyond_mtp[bit] = true;
+                prob(&pl, "%s: the checkpoint has MTP layer %u, but config.json says "
+                          "num_nextn_predict_layers = %u (config and checkpoint do not match)",
+                     name, li, cfg->n_mtp_layers);
+            }
+            continue;
+        }
+    unexpected:
+        if (extra++ < 16) MS_LOGW("checkpoint: unexpected tensor '%s' (ignored)", name);
     }
     if (extra > 16) MS_LOGW("checkpoint: %u more unexpected tensors (ignored)", extra - 16);
     ms_free(x.seen);
