@@ -4,8 +4,9 @@
  * length against the file size, each entry's dtype, shape (overflow-checked element and byte
  * counts), data_offsets against the data section, and the entries against each other (sorted by
  * offset, no overlaps). Gaps between tensors are allowed (the format does not forbid padding).
- * Files are mapped read-only; a file truncated *after* open would fault on access, which no size
- * check can prevent — callers that must survive that read through the store instead.
+ * Files are mapped read-only; a file truncated *after* open faults on access, which no size check
+ * can prevent: every mapping is registered with common/fault.h so a program that installs its
+ * SIGBUS handler reports the file by name instead of dying with "Bus error".
  */
 #include "storage/safetensors.h"
 
@@ -21,7 +22,10 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/fault.h"
+#include "common/file.h"
 #include "common/json.h"
+#include "common/log.h"
 #include "common/status.h"
 
 #define MAX_HEADER_BYTES ((uint64_t)100 << 20)
@@ -111,7 +115,10 @@ void ms_st_close(ms_st *st) {
     if (!st) return;
     for (uint32_t i = 0; i < st->n_files; i++) {
         st_file *f = &st->files[i];
-        if (f->mapped) munmap((void *)f->map, f->size);
+        if (f->mapped) {
+            ms_fault_unregister(f->map);
+            munmap((void *)f->map, f->size);
+        }
         if (f->fd >= 0) close(f->fd);
         ms_free(f->path);
         ms_free(f->names);
@@ -512,19 +519,8 @@ static int map_file(ms_st *st, const char *path, uint32_t *index, char *err, siz
     int rc = st_add_file(st, path, index);
     if (rc) return errf(err, err_len, rc, "%s: out of memory", base_name(path));
     st_file *f = &st->files[*index];
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (f->fd < 0) {
-        rc = -errno;
-        return errf(err, err_len, rc, "%s: cannot open: %s", path, ms_strerror(rc));
-    }
-    struct stat sb;
-    if (fstat(f->fd, &sb) != 0) {
-        rc = -errno;
-        return errf(err, err_len, rc, "%s: cannot stat: %s", path, ms_strerror(rc));
-    }
-    if (!S_ISREG(sb.st_mode))
-        return errf(err, err_len, -MS_E_FORMAT, "%s: not a regular file", path);
-    f->size = (uint64_t)sb.st_size;
+    rc = ms_file_open_regular(path, "safetensors file", &f->fd, &f->size, err, err_len);
+    if (rc) return rc;
     if (f->size < 8) return 0; /* st_parse_file reports it; nothing to map */
     void *m = mmap(NULL, (size_t)f->size, PROT_READ, MAP_SHARED, f->fd, 0);
     if (m == MAP_FAILED) {
@@ -534,6 +530,10 @@ static int map_file(ms_st *st, const char *path, uint32_t *index, char *err, siz
     }
     f->map = m;
     f->mapped = true;
+    /* a shard truncated while mapped faults on access: let a SIGBUS name the file (fault.h) */
+    if (ms_fault_register(m, (size_t)f->size, f->path, f->fd, f->size) != 0)
+        MS_LOGW("%s: more than %d mapped files; a fault in this one will not be named", path,
+                MS_FAULT_MAX_MAPS);
     return 0;
 }
 
@@ -544,44 +544,6 @@ static int open_one(ms_st *st, const char *path, uint32_t *index, char *err, siz
     static const uint8_t empty[8];
     return st_parse_file(st, *index, f->map ? f->map : empty, f->size, base_name(path), err,
                          err_len);
-}
-
-static int read_small_file(const char *path, size_t max, char **out, size_t *out_len, char *err,
-                           size_t err_len) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int rc = -errno;
-        return errf(err, err_len, rc, "%s: cannot open: %s", path, ms_strerror(rc));
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > max) {
-        close(fd);
-        return errf(err, err_len, -MS_E_FORMAT, "%s: not a regular file of at most %zu bytes",
-                    path, max);
-    }
-    size_t n = (size_t)sb.st_size, got = 0;
-    char *buf = ms_malloc(n + 1);
-    if (!buf) {
-        close(fd);
-        return errf(err, err_len, -MS_E_NOMEM, "%s: out of memory", path);
-    }
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            int rc = r < 0 ? -errno : -MS_E_IO;
-            close(fd);
-            ms_free(buf);
-            return errf(err, err_len, rc, "%s: read failed: %s", path,
-                        r < 0 ? ms_strerror(rc) : "file shrank while reading");
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    buf[n] = '\0';
-    *out = buf;
-    *out_len = n;
-    return 0;
 }
 
 static int cmp_cstr(const void *a, const void *b) {
@@ -599,7 +561,8 @@ static int open_sharded(ms_st *st, const char *dir, const char *index_path, char
     char *text = NULL, **shards = NULL, *path = NULL;
     size_t text_len = 0;
     ms_json_doc *doc = NULL;
-    int rc = read_small_file(index_path, MAX_INDEX_BYTES, &text, &text_len, err, err_len);
+    int rc = ms_file_read_all(index_path, "safetensors index", MAX_INDEX_BYTES, &text, &text_len,
+                              err, err_len);
     if (rc) return rc;
     ms_json_error je;
     rc = ms_json_parse(text, text_len, NULL, &doc, &je);

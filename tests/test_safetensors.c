@@ -4,14 +4,18 @@
  * clean error with a message. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/fault.h"
 #include "common/status.h"
 #include "storage/safetensors.h"
 
@@ -423,6 +427,93 @@ static void test_sharded(void) {
 
 /* ---- hostile corpus ------------------------------------------------------------------ */
 
+/* A shard truncated after open: touching its data raises SIGBUS. With the handler (common/fault.h)
+ * the process says which file and exits 1; without it, the signal kills it (the "before"). Each
+ * run is a child process; its stderr goes to a file we read back. */
+static int truncated_access(bool install, char *msg, size_t msg_len) {
+    char p[512], ep[512];
+    path_in(p, sizeof p, NULL, install ? "trunc_h.safetensors" : "trunc_n.safetensors");
+    path_in(ep, sizeof ep, NULL, "trunc.err");
+    static uint8_t big[3 * 65536];
+    for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 7);
+    wt t = {"w", "U8", 1, {sizeof big}, big, sizeof big};
+    size_t len;
+    uint8_t *b = build(&t, 1, NULL, &len);
+    write_file(p, b, len);
+    ms_free(b);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int efd = open(ep, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(efd, 2);
+        if (install) ms_fault_install_sigbus();
+        ms_st *st = NULL;
+        char err[256];
+        if (ms_st_open(p, &st, err, sizeof err) != 0) _exit(3);
+        const ms_st_tensor *w = ms_st_find(st, "w");
+        if (truncate(p, 4096) != 0) _exit(4);
+        volatile uint8_t sink = 0;
+        for (uint64_t i = 0; i < w->n_bytes; i += 4096) sink ^= ((const uint8_t *)w->data)[i];
+        (void)sink;
+        _exit(5); /* the read must not succeed */
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    msg[0] = '\0';
+    FILE *f = fopen(ep, "r");
+    if (f) {
+        size_t n = fread(msg, 1, msg_len - 1, f);
+        msg[n] = '\0';
+        fclose(f);
+    }
+    unlink(ep);
+    unlink(p);
+    return status;
+}
+
+static void test_truncated_while_mapped(void) {
+    char msg[1024];
+    int st = truncated_access(false, msg, sizeof msg);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS, "without the handler: status %#x", st);
+    st = truncated_access(true, msg, sizeof msg);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1, "with the handler: status %#x, stderr '%s'", st,
+          msg);
+    CHECK(strstr(msg, "trunc_h.safetensors changed while in use") && strstr(msg, "now 4096 bytes"),
+          "message: '%s'", msg);
+}
+
+/* A FIFO (or other non-regular file) as a shard or the index used to block in open(2). */
+static void test_non_regular(void) {
+    char p[512], err[512];
+    mk_subdir("fifo1");
+    path_in(p, sizeof p, "fifo1", "model.safetensors");
+    CHECK(mkfifo(p, 0600) == 0, "mkfifo %s", p);
+    ms_st *st = NULL;
+    int rc = open_sub("fifo1", &st, err, sizeof err);
+    CHECK(rc == -MS_E_FORMAT && !st && strstr(err, "model.safetensors: is a FIFO"),
+          "FIFO single file: %d %s", rc, err);
+    mk_subdir("fifo2");
+    path_in(p, sizeof p, "fifo2", "model.safetensors.index.json");
+    CHECK(mkfifo(p, 0600) == 0, "mkfifo %s", p);
+    rc = open_sub("fifo2", &st, err, sizeof err);
+    CHECK(rc == -MS_E_FORMAT && !st && strstr(err, "index.json: is a FIFO"), "FIFO index: %d %s",
+          rc, err);
+    mk_subdir("fifo3");
+    write_index("fifo3", "{\"weight_map\": {\"a\": \"model-1.safetensors\"}}");
+    path_in(p, sizeof p, "fifo3", "model-1.safetensors");
+    CHECK(mkfifo(p, 0600) == 0, "mkfifo %s", p);
+    rc = open_sub("fifo3", &st, err, sizeof err);
+    CHECK(rc == -MS_E_FORMAT && !st && strstr(err, "model-1.safetensors: is a FIFO"),
+          "FIFO shard: %d %s", rc, err);
+    mk_subdir("devnull");
+    write_index("devnull", "{\"weight_map\": {\"a\": \"model-1.safetensors\"}}");
+    path_in(p, sizeof p, "devnull", "model-1.safetensors");
+    CHECK(symlink("/dev/null", p) == 0, "symlink %s", p);
+    rc = open_sub("devnull", &st, err, sizeof err);
+    CHECK(rc == -MS_E_FORMAT && !st && strstr(err, "is a character device"),
+          "device shard: %d %s", rc, err);
+}
+
 static int read_all(const char *path, uint8_t **out, size_t *len) {
     FILE *f = fopen(path, "rb");
     *out = NULL;
@@ -496,6 +587,8 @@ int main(int argc, char **argv) {
     test_mutations();
     test_sharded();
     test_hostile(argv[1]);
+    test_non_regular();
+    test_truncated_while_mapped();
     ms_alloc_get_stats(&s1);
     CHECK(s1.n_live == s0.n_live, "leaked %llu blocks",
           (unsigned long long)(s1.n_live - s0.n_live));
