@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/assert.h"
 #include "common/status.h"
 
 #define SMALL_OBJECT 8u
@@ -878,4 +879,97 @@ int ms_json_get_str(const ms_json *obj, const char *key, const char **out, char 
     }
     *out = v->u.s;
     return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* writer                                                                                       */
+
+void ms_json_write_string(FILE *f, const char *s, size_t len) {
+    const unsigned char *u = (const unsigned char *)s;
+    fputc('"', f);
+    for (size_t i = 0; i < len;) {
+        unsigned char c = u[i];
+        size_t k = utf8_seq(u + i, len - i);
+        if (k == 0) { /* not UTF-8: the replacement character keeps the output valid */
+            fputs("\\ufffd", f);
+            i++;
+        } else if (k > 1) {
+            fwrite(u + i, 1, k, f);
+            i += k;
+        } else {
+            if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+            else if (c == '\n') fputs("\\n", f);
+            else if (c == '\t') fputs("\\t", f);
+            else if (c == '\r') fputs("\\r", f);
+            else if (c < 0x20 || c == 0x7F) fprintf(f, "\\u%04x", c);
+            else fputc(c, f);
+            i++;
+        }
+    }
+    fputc('"', f);
+}
+
+void ms_json_writer_init(ms_json_writer *w, FILE *f, bool spaced) {
+    memset(w, 0, sizeof *w);
+    w->f = f;
+    w->spaced = spaced;
+    w->first[0] = true;
+}
+
+static void w_key(ms_json_writer *w, const char *key) {
+    if (!w->first[w->depth]) fputs(w->spaced ? ", " : ",", w->f);
+    w->first[w->depth] = false;
+    if (key) {
+        ms_json_write_string(w->f, key, strlen(key));
+        fputs(w->spaced ? ": " : ":", w->f);
+    }
+}
+
+void ms_json_write_begin(ms_json_writer *w, const char *key, char bracket) {
+    MS_ASSERT(w->depth + 1 < MS_JSON_WRITER_DEPTH && (bracket == '{' || bracket == '['));
+    w_key(w, key);
+    fputc(bracket, w->f);
+    w->first[++w->depth] = true;
+}
+
+void ms_json_write_end(ms_json_writer *w, char bracket) {
+    MS_ASSERT(w->depth > 0 && (bracket == '}' || bracket == ']'));
+    fputc(bracket, w->f);
+    w->depth--;
+}
+
+void ms_json_write_str(ms_json_writer *w, const char *key, const char *s) {
+    w_key(w, key);
+    if (s) ms_json_write_string(w->f, s, strlen(s));
+    else fputs("null", w->f);
+}
+
+void ms_json_write_u64(ms_json_writer *w, const char *key, uint64_t v) {
+    w_key(w, key);
+    fprintf(w->f, "%llu", (unsigned long long)v);
+}
+
+void ms_json_write_i64(ms_json_writer *w, const char *key, int64_t v) {
+    w_key(w, key);
+    fprintf(w->f, "%lld", (long long)v);
+}
+
+void ms_json_write_f64(ms_json_writer *w, const char *key, double v, int digits) {
+    w_key(w, key);
+    if (isfinite(v)) {
+        fprintf(w->f, "%.*g", digits, v);
+    } else {
+        fputs("null", w->f);
+        w->nonfinite++;
+    }
+}
+
+void ms_json_write_bool(ms_json_writer *w, const char *key, bool v) {
+    w_key(w, key);
+    fputs(v ? "true" : "false", w->f);
+}
+
+void ms_json_write_null(ms_json_writer *w, const char *key) {
+    w_key(w, key);
+    fputs("null", w->f);
 }

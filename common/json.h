@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef enum ms_json_type {
     MS_JSON_NULL = 0,
@@ -103,5 +104,35 @@ bool ms_json_utf8_valid(const char *s, size_t len);
 /* Copy s[0..len) into out for an error message: printable bytes as they are, control bytes and
  * invalid UTF-8 as \n, \t or \xNN, cut with "..." to fit out_len (always NUL-terminated). */
 void ms_json_escape(const char *s, size_t len, char *out, size_t out_len);
+
+/* --- writer: one JSON value to a FILE that parses whatever the input ---
+ * Strings are escaped (quotes, backslashes, control characters) and bytes that are not valid
+ * UTF-8 (e.g. a file name in another encoding) become U+FFFD, so the output is always valid
+ * RFC 8259. Numbers that are not finite have no JSON spelling: ms_json_write_f64 writes null and
+ * counts them in nonfinite, so a caller can refuse to present such output as a result.
+ * Nesting beyond MS_JSON_WRITER_DEPTH is a programmer error (asserted). Write errors are the
+ * FILE's: check ferror/fflush. */
+#define MS_JSON_WRITER_DEPTH 32
+
+typedef struct ms_json_writer {
+    FILE *f;
+    bool spaced;        /* ", " and ": " between items (human-readable one-line output) */
+    uint32_t depth;
+    uint32_t nonfinite; /* NaN/Inf values written as null */
+    bool first[MS_JSON_WRITER_DEPTH];
+} ms_json_writer;
+
+void ms_json_writer_init(ms_json_writer *w, FILE *f, bool spaced);
+/* key: the member name inside an object, NULL inside an array or at the top. */
+void ms_json_write_begin(ms_json_writer *w, const char *key, char bracket); /* '{' or '[' */
+void ms_json_write_end(ms_json_writer *w, char bracket);                    /* '}' or ']' */
+void ms_json_write_str(ms_json_writer *w, const char *key, const char *s);  /* NULL -> null */
+void ms_json_write_u64(ms_json_writer *w, const char *key, uint64_t v);
+void ms_json_write_i64(ms_json_writer *w, const char *key, int64_t v);
+void ms_json_write_f64(ms_json_writer *w, const char *key, double v, int digits); /* %.{digits}g */
+void ms_json_write_bool(ms_json_writer *w, const char *key, bool v);
+void ms_json_write_null(ms_json_writer *w, const char *key);
+/* A JSON string literal of s[0..len) (escaped as above) to f, quotes included. */
+void ms_json_write_string(FILE *f, const char *s, size_t len);
 
 #endif

@@ -8,7 +8,7 @@
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static ms_log_sink_fn g_sink;
 static void *g_user;
-static int g_level = -1; /* -1: not yet read from the environment */
+static int g_level = MS_LOG_INFO;
 
 static const char *const k_names[] = {"error", "warn", "info", "debug", "trace"};
 
@@ -16,12 +16,13 @@ const char *ms_log_level_name(ms_log_level level) {
     return (unsigned)level < 5 ? k_names[level] : "?";
 }
 
-static int level_from_env(void) {
-    const char *e = getenv("MOESTREAM_LOG");
-    if (e)
-        for (int i = 0; i < 5; i++)
-            if (strcmp(e, k_names[i]) == 0) return i;
-    return MS_LOG_INFO;
+int ms_log_level_from_name(const char *name, ms_log_level *out) {
+    for (int i = 0; name && i < 5; i++)
+        if (strcmp(name, k_names[i]) == 0) {
+            *out = (ms_log_level)i;
+            return 0;
+        }
+    return -1;
 }
 
 void ms_log_set_sink(ms_log_sink_fn fn, void *user) {
@@ -39,7 +40,6 @@ void ms_log_set_level(ms_log_level level) {
 
 ms_log_level ms_log_get_level(void) {
     pthread_mutex_lock(&g_mu);
-    if (g_level < 0) g_level = level_from_env();
     int l = g_level;
     pthread_mutex_unlock(&g_mu);
     return (ms_log_level)l;

@@ -1,8 +1,7 @@
 /* common/log.h — leveled logging with a settable sink.
  *
  * Default sink writes "moestream: <level>: <message>\n" to stderr. The level threshold starts at
- * MS_LOG_INFO or the value of the MOESTREAM_LOG environment variable (error|warn|info|debug|trace)
- * read on first use. ms_log_set_sink/ms_log_set_level are meant to be called at start-up (tests use
+ * MS_LOG_INFO; programs set it (tools/ reads MOESTREAM_LOG; this library reads no environment). ms_log_set_sink/ms_log_set_level are meant to be called at start-up (tests use
  * the sink to fail on validation messages); ms_log itself may be called from any thread (the sink
  * is called under a mutex, one message at a time).
  */
@@ -25,6 +24,8 @@ void ms_log_set_sink(ms_log_sink_fn fn, void *user); /* fn NULL restores the std
 void ms_log_set_level(ms_log_level level);
 ms_log_level ms_log_get_level(void);
 const char *ms_log_level_name(ms_log_level level);
+/* "error", "warn", "info", "debug" or "trace" -> 0 and *out; anything else -> -1. */
+int ms_log_level_from_name(const char *name, ms_log_level *out);
 
 #if defined(__GNUC__)
 #define MS_PRINTF(a, b) __attribute__((format(printf, a, b)))

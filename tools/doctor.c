@@ -11,6 +11,7 @@
 #include "storage/store.h"
 
 #include "common/alloc.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "common/status.h"
 
@@ -554,264 +555,175 @@ static void print_text(const doctor *d) {
 
 /* ---------------------------------------------------------------- JSON output */
 
-typedef struct jw {
-    FILE *f;
-    int depth;
-    bool first[16];
-} jw;
-
-/* A JSON string: escapes quotes, backslashes and control characters, and replaces bytes that are
- * not valid UTF-8 with U+FFFD so the output always parses. */
-static void j_escape(FILE *f, const char *s) {
-    const unsigned char *p = (const unsigned char *)(s ? s : "");
-    fputc('"', f);
-    while (*p) {
-        unsigned char ch = *p;
-        if (ch == '"' || ch == '\\') {
-            fputc('\\', f);
-            fputc(ch, f);
-            p++;
-        } else if (ch < 0x20) {
-            if (ch == '\n') fputs("\\n", f);
-            else if (ch == '\t') fputs("\\t", f);
-            else if (ch == '\r') fputs("\\r", f);
-            else fprintf(f, "\\u%04x", ch);
-            p++;
-        } else if (ch < 0x80) {
-            fputc(ch, f);
-            p++;
-        } else {
-            int n = ch >= 0xF0 && ch <= 0xF4 ? 4 : ch >= 0xE0 ? 3 : ch >= 0xC2 && ch < 0xE0 ? 2 : 0;
-            if (ch >= 0xF5) n = 0;
-            bool ok = n > 0;
-            for (int k = 1; ok && k < n; k++) ok = (p[k] & 0xC0) == 0x80;
-            if (ok) {
-                fwrite(p, 1, (size_t)n, f);
-                p += n;
-            } else {
-                fputs("\\ufffd", f);
-                p++;
-            }
-        }
-    }
-    fputc('"', f);
-}
-
-static void j_key(jw *w, const char *key) {
-    if (!w->first[w->depth]) fputc(',', w->f);
-    w->first[w->depth] = false;
-    if (key) {
-        j_escape(w->f, key);
-        fputc(':', w->f);
-    }
-}
-
-static void j_open(jw *w, const char *key, char bracket) {
-    j_key(w, key);
-    fputc(bracket, w->f);
-    if (w->depth < 15) w->depth++;
-    w->first[w->depth] = true;
-}
-
-static void j_close(jw *w, char bracket) {
-    fputc(bracket, w->f);
-    if (w->depth > 0) w->depth--;
-}
-
-static void j_str(jw *w, const char *key, const char *v) {
-    j_key(w, key);
-    j_escape(w->f, v);
-}
-
-static void j_u64(jw *w, const char *key, uint64_t v) {
-    j_key(w, key);
-    fprintf(w->f, "%llu", (unsigned long long)v);
-}
-
-static void j_i64(jw *w, const char *key, int64_t v) {
-    j_key(w, key);
-    fprintf(w->f, "%lld", (long long)v);
-}
-
-static void j_bool(jw *w, const char *key, bool v) {
-    j_key(w, key);
-    fputs(v ? "true" : "false", w->f);
-}
-
-static void j_null(jw *w, const char *key) {
-    j_key(w, key);
-    fputs("null", w->f);
-}
-
 /* A limit that may be "unlimited": null then. */
-static void j_limit(jw *w, const char *key, uint64_t v) {
+static void j_limit(ms_json_writer *w, const char *key, uint64_t v) {
     if (v == MS_IO_UNLIMITED)
-        j_null(w, key);
+        ms_json_write_null(w, key);
     else
-        j_u64(w, key, v);
+        ms_json_write_u64(w, key, v);
 }
 
-static void json_device(jw *w, const ms_vk_caps *c, bool chosen) {
+static void json_device(ms_json_writer *w, const ms_vk_caps *c, bool chosen) {
     char b[32];
-    j_open(w, NULL, '{');
-    j_u64(w, "index", c->index);
-    j_bool(w, "chosen", chosen);
-    j_str(w, "name", c->device_name);
-    j_str(w, "type", ms_vk_type_name(c->type));
-    j_str(w, "vendor", ms_vk_vendor_name(c->vendor_id));
-    j_u64(w, "vendor_id", c->vendor_id);
-    j_u64(w, "device_id", c->device_id);
+    ms_json_write_begin(w, NULL, '{');
+    ms_json_write_u64(w, "index", c->index);
+    ms_json_write_bool(w, "chosen", chosen);
+    ms_json_write_str(w, "name", c->device_name);
+    ms_json_write_str(w, "type", ms_vk_type_name(c->type));
+    ms_json_write_str(w, "vendor", ms_vk_vendor_name(c->vendor_id));
+    ms_json_write_u64(w, "vendor_id", c->vendor_id);
+    ms_json_write_u64(w, "device_id", c->device_id);
     fmt_api(c->api_version, b, sizeof b);
-    j_str(w, "api_version", b);
-    j_str(w, "driver_name", c->driver_name);
-    j_str(w, "driver_info", c->driver_info);
+    ms_json_write_str(w, "api_version", b);
+    ms_json_write_str(w, "driver_name", c->driver_name);
+    ms_json_write_str(w, "driver_info", c->driver_info);
     fmt_driver_version(c->vendor_id, c->driver_version, b, sizeof b);
-    j_str(w, "driver_version", b);
-    j_u64(w, "driver_id", c->driver_id);
-    j_bool(w, "usable", c->usable);
-    j_str(w, "unusable_reason", c->usable ? "" : c->unusable_reason);
-    j_u64(w, "subgroup_size", c->subgroup_size);
-    j_u64(w, "subgroup_size_min", c->subgroup_size_min);
-    j_u64(w, "subgroup_size_max", c->subgroup_size_max);
-    j_bool(w, "subgroup_size_control", c->subgroup_size_control);
-    j_bool(w, "subgroup_arithmetic", c->subgroup_arithmetic);
-    j_bool(w, "storage_8bit", c->storage_8bit);
-    j_bool(w, "storage_16bit", c->storage_16bit);
-    j_bool(w, "float16_arith", c->float16_arith);
-    j_bool(w, "int8_arith", c->int8_arith);
-    j_bool(w, "int64_arith", c->int64_arith);
-    j_bool(w, "int_dot_product", c->int_dot_product);
-    j_bool(w, "int_dot_4x8_accelerated", c->int_dot_4x8_accelerated);
-    j_bool(w, "cooperative_matrix", c->cooperative_matrix);
-    j_bool(w, "push_descriptor", c->push_descriptor);
-    j_bool(w, "timeline_semaphore", c->timeline_semaphore);
-    j_bool(w, "external_memory_host", c->external_memory_host);
-    j_u64(w, "min_imported_host_align", c->min_imported_host_align);
-    j_u64(w, "max_storage_buffer_range", c->max_storage_buffer_range);
-    j_u64(w, "max_memory_allocation_size", c->max_memory_allocation_size);
-    j_u64(w, "max_buffer_size", c->max_buffer_size);
-    j_u64(w, "min_storage_offset_align", c->min_storage_offset_align);
-    j_u64(w, "max_shared_memory", c->max_shared_memory);
-    j_u64(w, "max_workgroup_invocations", c->max_workgroup_invocations);
-    j_open(w, "max_workgroup_count", '[');
-    for (int i = 0; i < 3; i++) j_u64(w, NULL, c->max_workgroup_count[i]);
-    j_close(w, ']');
-    j_u64(w, "max_push_constants", c->max_push_constants);
-    j_key(w, "timestamp_period_ns");
-    fprintf(w->f, "%.9g", (double)c->timestamp_period_ns);
-    j_u64(w, "timestamp_valid_bits", c->timestamp_valid_bits);
-    j_open(w, "heaps", '[');
+    ms_json_write_str(w, "driver_version", b);
+    ms_json_write_u64(w, "driver_id", c->driver_id);
+    ms_json_write_bool(w, "usable", c->usable);
+    ms_json_write_str(w, "unusable_reason", c->usable ? "" : c->unusable_reason);
+    ms_json_write_u64(w, "subgroup_size", c->subgroup_size);
+    ms_json_write_u64(w, "subgroup_size_min", c->subgroup_size_min);
+    ms_json_write_u64(w, "subgroup_size_max", c->subgroup_size_max);
+    ms_json_write_bool(w, "subgroup_size_control", c->subgroup_size_control);
+    ms_json_write_bool(w, "subgroup_arithmetic", c->subgroup_arithmetic);
+    ms_json_write_bool(w, "storage_8bit", c->storage_8bit);
+    ms_json_write_bool(w, "storage_16bit", c->storage_16bit);
+    ms_json_write_bool(w, "float16_arith", c->float16_arith);
+    ms_json_write_bool(w, "int8_arith", c->int8_arith);
+    ms_json_write_bool(w, "int64_arith", c->int64_arith);
+    ms_json_write_bool(w, "int_dot_product", c->int_dot_product);
+    ms_json_write_bool(w, "int_dot_4x8_accelerated", c->int_dot_4x8_accelerated);
+    ms_json_write_bool(w, "cooperative_matrix", c->cooperative_matrix);
+    ms_json_write_bool(w, "push_descriptor", c->push_descriptor);
+    ms_json_write_bool(w, "timeline_semaphore", c->timeline_semaphore);
+    ms_json_write_bool(w, "external_memory_host", c->external_memory_host);
+    ms_json_write_u64(w, "min_imported_host_align", c->min_imported_host_align);
+    ms_json_write_u64(w, "max_storage_buffer_range", c->max_storage_buffer_range);
+    ms_json_write_u64(w, "max_memory_allocation_size", c->max_memory_allocation_size);
+    ms_json_write_u64(w, "max_buffer_size", c->max_buffer_size);
+    ms_json_write_u64(w, "min_storage_offset_align", c->min_storage_offset_align);
+    ms_json_write_u64(w, "max_shared_memory", c->max_shared_memory);
+    ms_json_write_u64(w, "max_workgroup_invocations", c->max_workgroup_invocations);
+    ms_json_write_begin(w, "max_workgroup_count", '[');
+    for (int i = 0; i < 3; i++) ms_json_write_u64(w, NULL, c->max_workgroup_count[i]);
+    ms_json_write_end(w, ']');
+    ms_json_write_u64(w, "max_push_constants", c->max_push_constants);
+    ms_json_write_f64(w, "timestamp_period_ns", (double)c->timestamp_period_ns, 9);
+    ms_json_write_u64(w, "timestamp_valid_bits", c->timestamp_valid_bits);
+    ms_json_write_begin(w, "heaps", '[');
     uint32_t nh = c->n_heaps < MS_VK_MAX_HEAPS ? c->n_heaps : MS_VK_MAX_HEAPS;
     for (uint32_t h = 0; h < nh; h++) {
-        j_open(w, NULL, '{');
-        j_u64(w, "size", c->heaps[h].size);
-        j_bool(w, "device_local", c->heaps[h].device_local);
-        j_close(w, '}');
+        ms_json_write_begin(w, NULL, '{');
+        ms_json_write_u64(w, "size", c->heaps[h].size);
+        ms_json_write_bool(w, "device_local", c->heaps[h].device_local);
+        ms_json_write_end(w, '}');
     }
-    j_close(w, ']');
-    j_open(w, "types", '[');
+    ms_json_write_end(w, ']');
+    ms_json_write_begin(w, "types", '[');
     uint32_t nt = c->n_types < MS_VK_MAX_TYPES ? c->n_types : MS_VK_MAX_TYPES;
     for (uint32_t t = 0; t < nt; t++) {
         char flags[160];
         fmt_mem_flags(c->types[t].flags, flags, sizeof flags);
-        j_open(w, NULL, '{');
-        j_u64(w, "heap", c->types[t].heap);
-        j_u64(w, "flags", c->types[t].flags);
-        j_str(w, "flags_text", flags);
-        j_close(w, '}');
+        ms_json_write_begin(w, NULL, '{');
+        ms_json_write_u64(w, "heap", c->types[t].heap);
+        ms_json_write_u64(w, "flags", c->types[t].flags);
+        ms_json_write_str(w, "flags_text", flags);
+        ms_json_write_end(w, '}');
     }
-    j_close(w, ']');
-    j_u64(w, "device_local_bytes", c->device_local_bytes);
-    j_bool(w, "rebar", c->rebar);
-    j_close(w, '}');
+    ms_json_write_end(w, ']');
+    ms_json_write_u64(w, "device_local_bytes", c->device_local_bytes);
+    ms_json_write_bool(w, "rebar", c->rebar);
+    ms_json_write_end(w, '}');
 }
 
 static void print_json(const doctor *d) {
-    jw w = {.f = stdout, .depth = 0, .first = {true}};
-    j_open(&w, NULL, '{');
-    j_str(&w, "version", MS_VERSION);
+    ms_json_writer w;
+    ms_json_writer_init(&w, stdout, false);
+    ms_json_write_begin(&w, NULL, '{');
+    ms_json_write_str(&w, "version", MS_VERSION);
 
-    j_open(&w, "vulkan", '{');
-    j_i64(&w, "status", d->vk_rc);
-    j_str(&w, "error", d->vk_rc < 0 ? d->vk_err : "");
-    if (d->env_device) j_str(&w, "moestream_device", d->env_device);
-    else j_null(&w, "moestream_device");
-    if (d->chosen >= 0) j_i64(&w, "chosen", d->chosen);
-    else j_null(&w, "chosen");
-    j_open(&w, "devices", '[');
+    ms_json_write_begin(&w, "vulkan", '{');
+    ms_json_write_i64(&w, "status", d->vk_rc);
+    ms_json_write_str(&w, "error", d->vk_rc < 0 ? d->vk_err : "");
+    if (d->env_device) ms_json_write_str(&w, "moestream_device", d->env_device);
+    else ms_json_write_null(&w, "moestream_device");
+    if (d->chosen >= 0) ms_json_write_i64(&w, "chosen", d->chosen);
+    else ms_json_write_null(&w, "chosen");
+    ms_json_write_begin(&w, "devices", '[');
     for (uint32_t i = 0; i < d->n_devs; i++) json_device(&w, &d->devs[i], (int)i == d->chosen);
-    j_close(&w, ']');
-    j_close(&w, '}');
+    ms_json_write_end(&w, ']');
+    ms_json_write_end(&w, '}');
 
     const ms_io_uring_caps *u = &d->uring;
-    j_open(&w, "io_uring", '{');
-    j_i64(&w, "status", d->uring_rc);
-    j_bool(&w, "works", u->works);
-    j_i64(&w, "init_errno", u->init_errno);
-    j_i64(&w, "io_uring_disabled_sysctl", u->disabled_sysctl);
-    j_str(&w, "kernel", u->kernel_release);
-    j_u64(&w, "features", u->features);
-    j_str(&w, "features_text", u->features_text);
-    j_bool(&w, "read_ok", u->read_ok);
-    j_bool(&w, "registered_buffers", u->reg_buffers);
-    j_i64(&w, "registered_buffers_errno", u->reg_buffers_errno);
-    j_bool(&w, "read_fixed_ok", u->read_fixed_ok);
-    j_bool(&w, "sqpoll", u->sqpoll);
-    j_i64(&w, "sqpoll_errno", u->sqpoll_errno);
+    ms_json_write_begin(&w, "io_uring", '{');
+    ms_json_write_i64(&w, "status", d->uring_rc);
+    ms_json_write_bool(&w, "works", u->works);
+    ms_json_write_i64(&w, "init_errno", u->init_errno);
+    ms_json_write_i64(&w, "io_uring_disabled_sysctl", u->disabled_sysctl);
+    ms_json_write_str(&w, "kernel", u->kernel_release);
+    ms_json_write_u64(&w, "features", u->features);
+    ms_json_write_str(&w, "features_text", u->features_text);
+    ms_json_write_bool(&w, "read_ok", u->read_ok);
+    ms_json_write_bool(&w, "registered_buffers", u->reg_buffers);
+    ms_json_write_i64(&w, "registered_buffers_errno", u->reg_buffers_errno);
+    ms_json_write_bool(&w, "read_fixed_ok", u->read_fixed_ok);
+    ms_json_write_bool(&w, "sqpoll", u->sqpoll);
+    ms_json_write_i64(&w, "sqpoll_errno", u->sqpoll_errno);
     j_limit(&w, "memlock_cur", u->memlock_cur);
     j_limit(&w, "memlock_max", u->memlock_max);
-    j_bool(&w, "cap_ipc_lock", u->cap_ipc_lock);
-    j_str(&w, "message", u->msg);
-    j_close(&w, '}');
+    ms_json_write_bool(&w, "cap_ipc_lock", u->cap_ipc_lock);
+    ms_json_write_str(&w, "message", u->msg);
+    ms_json_write_end(&w, '}');
 
     const ms_io_direct_caps *c = &d->direct;
-    j_open(&w, "o_direct", '{');
-    j_str(&w, "dir", d->dir);
-    j_i64(&w, "status", d->direct_rc);
-    j_bool(&w, "works", c->works);
+    ms_json_write_begin(&w, "o_direct", '{');
+    ms_json_write_str(&w, "dir", d->dir);
+    ms_json_write_i64(&w, "status", d->direct_rc);
+    ms_json_write_bool(&w, "works", c->works);
     if (c->fs_known) {
-        j_str(&w, "filesystem", c->fs_name);
-        j_u64(&w, "fs_magic", c->fs_magic);
-        j_u64(&w, "bytes_free", c->bytes_free);
-        j_u64(&w, "bytes_total", c->bytes_total);
+        ms_json_write_str(&w, "filesystem", c->fs_name);
+        ms_json_write_u64(&w, "fs_magic", c->fs_magic);
+        ms_json_write_u64(&w, "bytes_free", c->bytes_free);
+        ms_json_write_u64(&w, "bytes_total", c->bytes_total);
     } else {
-        j_null(&w, "filesystem");
-        j_null(&w, "fs_magic");
-        j_null(&w, "bytes_free");
-        j_null(&w, "bytes_total");
+        ms_json_write_null(&w, "filesystem");
+        ms_json_write_null(&w, "fs_magic");
+        ms_json_write_null(&w, "bytes_free");
+        ms_json_write_null(&w, "bytes_total");
     }
-    j_bool(&w, "used_tmpfile", c->used_tmpfile);
-    j_u64(&w, "align_min", c->align_min);
-    j_bool(&w, "uring_tried", c->uring_tried);
-    j_bool(&w, "uring_read_ok", c->uring_read_ok);
-    j_i64(&w, "uring_errno", c->uring_errno);
-    j_str(&w, "message", c->msg);
-    j_close(&w, '}');
+    ms_json_write_bool(&w, "used_tmpfile", c->used_tmpfile);
+    ms_json_write_u64(&w, "align_min", c->align_min);
+    ms_json_write_bool(&w, "uring_tried", c->uring_tried);
+    ms_json_write_bool(&w, "uring_read_ok", c->uring_read_ok);
+    ms_json_write_i64(&w, "uring_errno", c->uring_errno);
+    ms_json_write_str(&w, "message", c->msg);
+    ms_json_write_end(&w, '}');
 
     const ms_sys_mem_info *m = &d->mem;
-    j_open(&w, "memory", '{');
-    j_i64(&w, "status", d->mem_rc);
-    j_u64(&w, "mem_total", m->mem_total);
-    j_u64(&w, "mem_available", m->mem_available);
-    j_u64(&w, "swap_total", m->swap_total);
-    j_u64(&w, "swap_free", m->swap_free);
-    j_u64(&w, "hugepage_size", m->hugepage_size);
+    ms_json_write_begin(&w, "memory", '{');
+    ms_json_write_i64(&w, "status", d->mem_rc);
+    ms_json_write_u64(&w, "mem_total", m->mem_total);
+    ms_json_write_u64(&w, "mem_available", m->mem_available);
+    ms_json_write_u64(&w, "swap_total", m->swap_total);
+    ms_json_write_u64(&w, "swap_free", m->swap_free);
+    ms_json_write_u64(&w, "hugepage_size", m->hugepage_size);
     j_limit(&w, "cgroup_limit", m->cgroup_limit);
-    j_u64(&w, "cpus_online", m->n_cpus_online);
-    j_u64(&w, "cpus_usable", m->n_cpus_usable);
-    j_close(&w, '}');
+    ms_json_write_u64(&w, "cpus_online", m->n_cpus_online);
+    ms_json_write_u64(&w, "cpus_usable", m->n_cpus_usable);
+    ms_json_write_end(&w, '}');
 
-    j_open(&w, "verdict", '[');
+    ms_json_write_begin(&w, "verdict", '[');
     for (int i = 0; i < d->n_v; i++) {
-        j_open(&w, NULL, '{');
-        j_str(&w, "item", d->v[i].item);
-        j_str(&w, "level", level_name(d->v[i].lv));
-        j_str(&w, "text", d->v[i].text);
-        j_close(&w, '}');
+        ms_json_write_begin(&w, NULL, '{');
+        ms_json_write_str(&w, "item", d->v[i].item);
+        ms_json_write_str(&w, "level", level_name(d->v[i].lv));
+        ms_json_write_str(&w, "text", d->v[i].text);
+        ms_json_write_end(&w, '}');
     }
-    j_close(&w, ']');
-    j_i64(&w, "exit_code", d->exit_code);
-    j_close(&w, '}');
+    ms_json_write_end(&w, ']');
+    ms_json_write_i64(&w, "exit_code", d->exit_code);
+    ms_json_write_end(&w, '}');
     fputc('\n', stdout);
 }
 
@@ -847,8 +759,13 @@ int ms_cmd_doctor(int argc, char **argv) {
         } else if (!strcmp(a, "--json")) {
             json = true;
         } else if (!strcmp(a, "--dir")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "moestream doctor: --dir needs a path\n");
+            if (i + 1 >= argc || argv[i + 1][0] == '-') {
+                /* "--dir --json" meant a missing path, not a directory named --json (that one
+                 * can still be named: --dir=--json or --dir ./--json) */
+                fprintf(stderr, "moestream doctor: --dir needs a path%s%s%s\n",
+                        i + 1 < argc ? ", got the option '" : "", i + 1 < argc ? argv[i + 1] : "",
+                        i + 1 < argc ? "' (write --dir=PATH or ./PATH for a path starting with -)"
+                                     : "");
                 doctor_usage(stderr);
                 ms_free(d);
                 return 2;
@@ -876,7 +793,7 @@ int ms_cmd_doctor(int argc, char **argv) {
         print_json(d);
     else
         print_text(d);
-    fflush(stdout);
+    /* main flushes stdout and turns a write error into exit status 1 */
 
     int rc = d->exit_code;
     ms_free(d->devs);

@@ -14,6 +14,8 @@
 #include <xxhash.h>
 
 #include "common/alloc.h"
+#include "common/file.h"
+#include "common/json.h"
 #include "common/status.h"
 #include "engine/model/config.h"
 #include "engine/ref/ref.h"
@@ -25,8 +27,8 @@ int ms_cmd_logits(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: moestream logits -m MODEL_DIR --tokens ID,ID,... [--top K] [--all-positions]\n"
-            "                        [--chunk N]\n"
+            "usage: moestream logits -m MODEL_DIR (--tokens ID,ID,... | --tokens-file FILE)\n"
+            "                        [--top K] [--all-positions] [--chunk N]\n"
             "\n"
             "Runs the CPU reference forward pass (slow, exact) and prints one JSON object:\n"
             "  {\"model\", \"n_tokens\", \"positions\": [{\"pos\", \"token\", \"top\": [{\"id\", "
@@ -34,10 +36,15 @@ static void usage(FILE *f) {
             "   \"logits_xxh64\"}]}  (docs/logits.md)\n"
             "\n"
             "  -m, --model DIR     checkpoint directory (config.json + safetensors)\n"
-            "  --tokens LIST       comma-separated token ids\n"
-            "  --top K             top entries per position (default 5)\n"
+            "  --tokens LIST       token ids separated by commas (spaces around them are fine)\n"
+            "  --tokens-file FILE  the same list read from a file (commas, spaces or newlines);\n"
+            "                      for prompts longer than the command line allows\n"
+            "  --top K             top entries per position (default 5; at most the vocabulary)\n"
             "  --all-positions     every position, not only the last\n"
-            "  --chunk N           prefill N tokens per call (default: all in one call)\n");
+            "  --chunk N           prefill N tokens per call (default: all in one call)\n"
+            "\n"
+            "Exit status: 0 ok; 1 the model cannot be loaded or produced NaN/Inf (the position\n"
+            "and layer are named), or stdout could not be written; 2 bad usage.\n");
 }
 
 static int bad_usage(const char *fmt, const char *arg) {
@@ -59,47 +66,95 @@ static bool parse_u32(const char *s, uint32_t *out) {
     return true;
 }
 
-/* "0,42,7" -> tokens (ms_malloc'd) and count; false on an empty list or a bad entry. */
-static bool parse_tokens(const char *s, uint32_t **out, uint32_t *n_out) {
-    uint32_t cap = 1;
-    for (const char *p = s; *p; p++) cap += *p == ',';
-    if (cap > MAX_TOKENS) return false;
-    uint32_t *tok = ms_malloc(cap * sizeof *tok);
-    char *copy = ms_strdup(s);
-    if (!tok || !copy) {
-        ms_free(tok);
-        ms_free(copy);
+/* Quotes the neighbourhood of s[at, at + len) for a message: "...,12,>>abc<<,13,...". */
+static void quote_window(const char *s, size_t at, size_t len, char *out, size_t out_len) {
+    size_t n = strlen(s), lo = at > 24 ? at - 24 : 0, hi = at + len + 24 < n ? at + len + 24 : n;
+    if (len > 40) len = 40; /* a huge bad item is cut too */
+    char raw[160];
+    snprintf(raw, sizeof raw, "%s%.*s>>%.*s<<%.*s%s", lo ? "..." : "", (int)(at - lo),
+                     s + lo, (int)len, s + at, (int)(hi > at + len ? hi - at - len : 0),
+                     s + at + len, hi < n ? "..." : "");
+    ms_json_escape(raw, strlen(raw), out, out_len);
+}
+
+static bool is_sep_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Token ids separated by commas and/or white space ("0,42,7", "0, 42, 7", one per line); an
+ * empty item between commas, a leading or trailing comma, or anything but a decimal id below
+ * 2^32 is an error whose message (into msg) names the item and quotes a window around it. what:
+ * "--tokens" or the file name. Returns false on error; *out is ms_malloc'd. */
+static bool parse_tokens(const char *s, const char *what, uint32_t **out, uint32_t *n_out,
+                         char *msg, size_t msg_len) {
+    uint32_t cap = 0, n = 0;
+    for (const char *p = s; *p;) { /* upper bound on the item count */
+        while (*p && (is_sep_space(*p) || *p == ',')) p++;
+        if (*p) cap++;
+        while (*p && !is_sep_space(*p) && *p != ',') p++;
+        if (cap > MAX_TOKENS) {
+            snprintf(msg, msg_len, "%s: more than %u token ids", what, MAX_TOKENS);
+            return false;
+        }
+    }
+    if (cap == 0) {
+        snprintf(msg, msg_len, "%s: no token ids (expected e.g. 0,42,7)", what);
         return false;
     }
-    uint32_t n = 0;
-    bool ok = true;
-    char *save = NULL;
-    for (char *p = copy;; p = NULL) {
-        char *item = strtok_r(p, ",", &save);
-        if (!item) break;
-        while (*item == ' ') item++;
-        if (!parse_u32(item, &tok[n++])) ok = false;
+    uint32_t *tok = ms_malloc((size_t)cap * sizeof *tok);
+    if (!tok) {
+        snprintf(msg, msg_len, "%s: out of memory", what);
+        return false;
     }
-    /* "1,,2" or a trailing comma leaves fewer items than commas + 1 */
-    if (n != cap || n == 0) ok = false;
-    ms_free(copy);
-    if (!ok) {
+    const char *p = s;
+    for (;;) {
+        while (is_sep_space(*p)) p++;
+        if (!*p) break;
+        const char *item = p;
+        while (*p && !is_sep_space(*p) && *p != ',') p++;
+        size_t len = (size_t)(p - item);
+        char win[200];
+        if (len == 0) { /* a comma where an id should be */
+            quote_window(s, (size_t)(item - s), 1, win, sizeof win);
+            snprintf(msg, msg_len, "%s: empty item before position %u: %s", what, n, win);
+            ms_free(tok);
+            return false;
+        }
+        char buf[24];
+        uint32_t v = 0;
+        bool ok = len < sizeof buf;
+        if (ok) {
+            memcpy(buf, item, len);
+            buf[len] = '\0';
+            ok = parse_u32(buf, &v);
+        }
+        if (!ok) {
+            quote_window(s, (size_t)(item - s), len, win, sizeof win);
+            snprintf(msg, msg_len, "%s: item %u is not a token id (a decimal number below 2^32): %s",
+                     what, n, win);
+            ms_free(tok);
+            return false;
+        }
+        tok[n++] = v;
+        while (is_sep_space(*p)) p++;
+        if (*p == ',') {
+            p++;
+            while (is_sep_space(*p)) p++;
+            if (*p == ',' || !*p) {
+                quote_window(s, (size_t)(p - s) - (*p ? 0 : 1), 1, win, sizeof win);
+                snprintf(msg, msg_len, "%s: %s after position %u: %s", what,
+                         *p ? "empty item" : "trailing comma", n - 1, win);
+                ms_free(tok);
+                return false;
+            }
+        }
+    }
+    if (n == 0) {
+        snprintf(msg, msg_len, "%s: no token ids (expected e.g. 0,42,7)", what);
         ms_free(tok);
         return false;
     }
     *out = tok;
     *n_out = n;
     return true;
-}
-
-static void print_json_string(const char *s) {
-    putchar('"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') printf("\\%c", *p);
-        else if (*p < 0x20) printf("\\u%04x", *p);
-        else putchar(*p);
-    }
-    putchar('"');
 }
 
 static const ms_st_tensor *st_get(void *ctx, const char *name) { return ms_st_find(ctx, name); }
@@ -117,32 +172,81 @@ static uint64_t logits_hash(const float *logits, uint32_t vocab, uint8_t *bytes)
     return (uint64_t)XXH64(bytes, (size_t)vocab * 4, 0);
 }
 
-/* One position's JSON object: top-K log-probabilities (log-softmax in double; ties by lower id). */
-static void print_position(uint32_t pos, uint32_t token, const float *logits, uint32_t vocab,
-                           uint32_t top, uint32_t *idx, uint8_t *bytes) {
+/* v ranks above w: the higher logit, equal logits by the lower id. */
+static bool ranks_above(const float *logits, uint32_t v, uint32_t w) {
+    return logits[v] > logits[w] || (logits[v] == logits[w] && v < w);
+}
+
+static void sift_down(const float *logits, uint32_t *h, uint32_t n, uint32_t i) {
+    for (;;) {
+        uint32_t worst = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && ranks_above(logits, h[worst], h[l])) worst = l;
+        if (r < n && ranks_above(logits, h[worst], h[r])) worst = r;
+        if (worst == i) return;
+        uint32_t t = h[i];
+        h[i] = h[worst];
+        h[worst] = t;
+        i = worst;
+    }
+}
+
+/* The k best ids of logits[vocab] (k <= vocab, every logit finite) into idx[k], best first:
+ * a heap of the k best so far with the weakest at the root, O(vocab log k). */
+static void top_k(const float *logits, uint32_t vocab, uint32_t k, uint32_t *idx) {
+    for (uint32_t v = 0; v < k; v++) idx[v] = v;
+    for (uint32_t i = k / 2; i-- > 0;) sift_down(logits, idx, k, i);
+    for (uint32_t v = k; v < vocab; v++)
+        if (ranks_above(logits, v, idx[0])) {
+            idx[0] = v;
+            sift_down(logits, idx, k, 0);
+        }
+    for (uint32_t n = k; n > 1; n--) { /* heap sort: the weakest goes to the end */
+        uint32_t t = idx[0];
+        idx[0] = idx[n - 1];
+        idx[n - 1] = t;
+        sift_down(logits, idx, n - 1, 0);
+    }
+}
+
+/* One position's JSON object: top-K log-probabilities (log-softmax in double). */
+static void write_position(ms_json_writer *w, uint32_t pos, uint32_t token, const float *logits,
+                           uint32_t vocab, uint32_t top, uint32_t *idx, uint8_t *bytes) {
     double mx = -INFINITY, sum = 0;
     for (uint32_t v = 0; v < vocab; v++) mx = fmax(mx, logits[v]);
     for (uint32_t v = 0; v < vocab; v++) sum += exp((double)logits[v] - mx);
     double lse = mx + log(sum);
     uint32_t k = top < vocab ? top : vocab;
-    for (uint32_t i = 0; i < k; i++) { /* partial selection: k is small */
-        uint32_t best = UINT32_MAX;
-        for (uint32_t v = 0; v < vocab; v++) {
-            bool taken = false;
-            for (uint32_t j = 0; j < i && !taken; j++) taken = idx[j] == v;
-            if (!taken && (best == UINT32_MAX || logits[v] > logits[best])) best = v;
-        }
-        idx[i] = best;
+    top_k(logits, vocab, k, idx);
+    char hash[24];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)logits_hash(logits, vocab, bytes));
+    ms_json_write_begin(w, NULL, '{');
+    ms_json_write_u64(w, "pos", pos);
+    ms_json_write_u64(w, "token", token);
+    ms_json_write_begin(w, "top", '[');
+    for (uint32_t i = 0; i < k; i++) {
+        ms_json_write_begin(w, NULL, '{');
+        ms_json_write_u64(w, "id", idx[i]);
+        ms_json_write_f64(w, "logprob", (double)logits[idx[i]] - lse, 9);
+        ms_json_write_end(w, '}');
     }
-    printf("{\"pos\": %u, \"token\": %u, \"top\": [", pos, token);
-    for (uint32_t i = 0; i < k; i++)
-        printf("%s{\"id\": %u, \"logprob\": %.9g}", i ? ", " : "", idx[i],
-               (double)logits[idx[i]] - lse);
-    printf("], \"logits_xxh64\": \"%016llx\"}", (unsigned long long)logits_hash(logits, vocab, bytes));
+    ms_json_write_end(w, ']');
+    ms_json_write_str(w, "logits_xxh64", hash);
+    ms_json_write_end(w, '}');
+}
+
+/* The first position whose logits hold a NaN or an infinity, or n if none. */
+static uint32_t first_nonfinite(const float *logits, uint32_t n, uint32_t vocab, uint32_t *id) {
+    for (uint32_t p = 0; p < n; p++)
+        for (uint32_t v = 0; v < vocab; v++)
+            if (!isfinite(logits[(size_t)p * vocab + v])) {
+                *id = v;
+                return p;
+            }
+    return n;
 }
 
 int ms_cmd_logits(int argc, char **argv) {
-    const char *dir = NULL, *tok_arg = NULL;
+    const char *dir = NULL, *tok_arg = NULL, *tok_file = NULL;
     uint32_t top = 5, chunk = 0;
     bool all = false;
     for (int i = 1; i < argc; i++) {
@@ -156,6 +260,9 @@ int ms_cmd_logits(int argc, char **argv) {
         } else if (!strcmp(a, "--tokens")) {
             if (++i >= argc) return bad_usage("%s needs a list of token ids", a);
             tok_arg = argv[i];
+        } else if (!strcmp(a, "--tokens-file")) {
+            if (++i >= argc) return bad_usage("%s needs a file name", a);
+            tok_file = argv[i];
         } else if (!strcmp(a, "--top")) {
             if (++i >= argc || !parse_u32(argv[i], &top) || top == 0)
                 return bad_usage("--top needs a positive integer, got '%s'", i < argc ? argv[i] : "");
@@ -169,10 +276,32 @@ int ms_cmd_logits(int argc, char **argv) {
         }
     }
     if (!dir) return bad_usage("%s", "-m MODEL_DIR is required");
-    if (!tok_arg) return bad_usage("%s", "--tokens is required");
+    if (!tok_arg && !tok_file) return bad_usage("%s", "--tokens or --tokens-file is required");
+    if (tok_arg && tok_file) return bad_usage("%s", "give --tokens or --tokens-file, not both");
+
+    char msg[512];
     uint32_t *tokens = NULL, n = 0;
-    if (!parse_tokens(tok_arg, &tokens, &n))
-        return bad_usage("--tokens: '%s' is not a comma-separated list of token ids", tok_arg);
+    if (tok_file) {
+        char *text = NULL;
+        size_t len = 0;
+        /* 16 bytes per id is room for ten digits and any separator */
+        int rc = ms_file_read_all(tok_file, "token list", (size_t)MAX_TOKENS * 16, &text, &len,
+                                  msg, sizeof msg);
+        if (rc) {
+            fprintf(stderr, "moestream logits: --tokens-file: %s\n", msg);
+            return 2;
+        }
+        bool ok = strlen(text) == len && parse_tokens(text, tok_file, &tokens, &n, msg, sizeof msg);
+        if (strlen(text) != len) snprintf(msg, sizeof msg, "%s: contains a NUL byte", tok_file);
+        ms_free(text);
+        if (!ok) {
+            fprintf(stderr, "moestream logits: %s\n", msg);
+            return 2;
+        }
+    } else if (!parse_tokens(tok_arg, "--tokens", &tokens, &n, msg, sizeof msg)) {
+        fprintf(stderr, "moestream logits: %s\n", msg);
+        return 2;
+    }
 
     int status = 1, rc;
     char err[2048];
@@ -185,9 +314,14 @@ int ms_cmd_logits(int argc, char **argv) {
     ms_v4_config cfg;
     struct stat sb;
 
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "moestream logits: model directory '%s' %s\n", dir,
-                stat(dir, &sb) != 0 ? "does not exist" : "is not a directory");
+    if (stat(dir, &sb) != 0) {
+        int e = errno;
+        fprintf(stderr, "moestream logits: model directory '%s': %s\n", dir, strerror(e));
+        goto out;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "moestream logits: model directory '%s' is %s, not a directory\n", dir,
+                ms_file_kind(sb.st_mode));
         goto out;
     }
     if ((rc = ms_v4_config_load(dir, &cfg, err, sizeof err)) != 0) {
@@ -217,8 +351,9 @@ int ms_cmd_logits(int argc, char **argv) {
         fprintf(stderr, "moestream logits: session: %s\n", ms_strerror(rc));
         goto out;
     }
+    if (top > cfg.vocab_size) top = cfg.vocab_size; /* every id, ranked */
     logits = ms_malloc((size_t)n * cfg.vocab_size * sizeof(float));
-    idx = ms_malloc((size_t)(top < cfg.vocab_size ? top : cfg.vocab_size) * sizeof *idx);
+    idx = ms_malloc((size_t)top * sizeof *idx);
     bytes = ms_malloc((size_t)cfg.vocab_size * 4);
     if (!logits || !idx || !bytes) {
         fprintf(stderr, "moestream logits: %s\n", ms_strerror(-MS_E_NOMEM));
@@ -232,16 +367,30 @@ int ms_cmd_logits(int argc, char **argv) {
             goto out;
         }
     }
-
-    printf("{\"model\": ");
-    print_json_string(dir);
-    printf(", \"n_tokens\": %u, \"positions\": [", n);
-    for (uint32_t p = all ? 0 : n - 1; p < n; p++) {
-        if (p != (all ? 0 : n - 1)) printf(", ");
-        print_position(p, tokens[p], logits + (size_t)p * cfg.vocab_size, cfg.vocab_size, top, idx, bytes);
+    /* NaN or Inf is not a result: say where it appeared instead of printing it */
+    uint32_t bad_id = 0, bad_pos = first_nonfinite(logits, n, cfg.vocab_size, &bad_id);
+    if (bad_pos < n) {
+        fprintf(stderr,
+                "moestream logits: the model produced a non-finite logit (%g for token id %u) at "
+                "position %u%s; the checkpoint's weights or config.json are broken\n",
+                (double)logits[(size_t)bad_pos * cfg.vocab_size + bad_id], bad_id, bad_pos,
+                n > 1 ? " (the first such position)" : "");
+        goto out;
     }
-    printf("]}\n");
-    status = fflush(stdout) == 0 ? 0 : 1;
+
+    ms_json_writer w;
+    ms_json_writer_init(&w, stdout, true);
+    ms_json_write_begin(&w, NULL, '{');
+    ms_json_write_str(&w, "model", dir);
+    ms_json_write_u64(&w, "n_tokens", n);
+    ms_json_write_begin(&w, "positions", '[');
+    for (uint32_t p = all ? 0 : n - 1; p < n; p++)
+        write_position(&w, p, tokens[p], logits + (size_t)p * cfg.vocab_size, cfg.vocab_size, top,
+                       idx, bytes);
+    ms_json_write_end(&w, ']');
+    ms_json_write_end(&w, '}');
+    fputc('\n', stdout);
+    status = 0; /* main flushes stdout and reports a write error */
 out:
     ms_free(bytes);
     ms_free(idx);

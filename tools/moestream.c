@@ -4,8 +4,14 @@
  * name; it returns the process exit status (0 ok, 1 failure, 2 bad usage). Later issues add run,
  * chat, serve, convert, bench, inspect and logits to the table below.
  */
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "common/fault.h"
+#include "common/log.h"
 
 #ifndef MS_VERSION
 #define MS_VERSION "unknown" /* CMake passes PROJECT_VERSION */
@@ -15,6 +21,7 @@ int ms_cmd_doctor(int argc, char **argv); /* tools/doctor.c */
 int ms_cmd_logits(int argc, char **argv); /* tools/logits.c */
 
 typedef int (*cmd_fn)(int argc, char **argv);
+static int run(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -44,7 +51,42 @@ static void usage(FILE *f) {
                "info|debug|trace\n");
 }
 
+/* The environment is read here, once (libraries take options). */
+static void read_environment(void) {
+    const char *e = getenv("MOESTREAM_LOG");
+    ms_log_level lv;
+    if (e && ms_log_level_from_name(e, &lv) == 0)
+        ms_log_set_level(lv);
+    else if (e)
+        fprintf(stderr,
+                "moestream: warning: MOESTREAM_LOG='%.40s%s' is not one of error, warn, info, "
+                "debug, trace; using info\n",
+                e, strlen(e) > 40 ? "..." : "");
+}
+
+/* Output that did not reach its destination (a full disk, a closed pipe, /dev/full) is a failure
+ * whatever the command thought: stdout is flushed and closed here, and a failure says so. */
+static int finish(int status) {
+    errno = 0;
+    bool bad = fflush(stdout) != 0 || ferror(stdout);
+    int e = errno;
+    if (fclose(stdout) != 0 && !bad) bad = true, e = errno;
+    if (bad) {
+        fprintf(stderr, "moestream: error writing standard output: %s\n",
+                e ? strerror(e) : "an earlier write failed");
+        return status ? status : 1;
+    }
+    return status;
+}
+
 int main(int argc, char **argv) {
+    read_environment();
+    /* a model file truncated while mapped: a message naming it instead of "Bus error" */
+    ms_fault_install_sigbus();
+    return finish(run(argc, argv));
+}
+
+static int run(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return 2;
