@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,17 +10,6 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/status.h"
-
-static int errf(char *err, size_t err_len, int rc, const char *fmt, ...) MS_PRINTF(4, 5);
-static int errf(char *err, size_t err_len, int rc, const char *fmt, ...) {
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 const char *ms_file_kind(mode_t mode) {
     if (S_ISREG(mode)) return "a regular file";
@@ -56,24 +44,24 @@ int ms_file_open_regular(const char *path, const char *what, int *fd, uint64_t *
     int f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (f < 0) {
         int rc = -errno;
-        return errf(err, err_len, rc, "%s: cannot open %s: %s", path, what, ms_strerror(rc));
+        return ms_errf(err, err_len, rc, "%s: cannot open %s: %s", path, what, ms_strerror(rc));
     }
     struct stat sb;
     if (fstat(f, &sb) != 0) {
         int rc = -errno;
         close(f);
-        return errf(err, err_len, rc, "%s: cannot stat %s: %s", path, what, ms_strerror(rc));
+        return ms_errf(err, err_len, rc, "%s: cannot stat %s: %s", path, what, ms_strerror(rc));
     }
     if (!S_ISREG(sb.st_mode)) {
         close(f);
-        return errf(err, err_len, -MS_E_FORMAT, "%s: is %s, not a regular file (expected a %s)",
+        return ms_errf(err, err_len, -MS_E_FORMAT, "%s: is %s, not a regular file (expected a %s)",
                     path, ms_file_kind(sb.st_mode), what);
     }
     int fl = fcntl(f, F_GETFL);
     if (fl < 0 || fcntl(f, F_SETFL, fl & ~O_NONBLOCK) != 0) {
         int rc = -errno;
         close(f);
-        return errf(err, err_len, rc, "%s: fcntl: %s", path, ms_strerror(rc));
+        return ms_errf(err, err_len, rc, "%s: fcntl: %s", path, ms_strerror(rc));
     }
     *fd = f;
     *size = (uint64_t)sb.st_size;
@@ -92,14 +80,14 @@ int ms_file_read_all(const char *path, const char *what, size_t max, char **out,
     if (size > max) {
         char a[32], b[32];
         close(fd);
-        return errf(err, err_len, -MS_E_RANGE, "%s: is %s, more than the %s a %s may have", path,
+        return ms_errf(err, err_len, -MS_E_RANGE, "%s: is %s, more than the %s a %s may have", path,
                     ms_file_size_str(size, a, sizeof a), ms_file_size_str(max, b, sizeof b), what);
     }
     size_t n = (size_t)size, got = 0;
     char *buf = ms_malloc(n + 1);
     if (!buf) {
         close(fd);
-        return errf(err, err_len, -MS_E_NOMEM, "%s: out of memory reading %s", path, what);
+        return ms_errf(err, err_len, -MS_E_NOMEM, "%s: out of memory reading %s", path, what);
     }
     while (got < n) {
         ssize_t r = read(fd, buf + got, n - got);
@@ -108,7 +96,7 @@ int ms_file_read_all(const char *path, const char *what, size_t max, char **out,
             rc = r < 0 ? -errno : -MS_E_IO;
             close(fd);
             ms_free(buf);
-            return errf(err, err_len, rc, "%s: reading %s failed: %s", path, what,
+            return ms_errf(err, err_len, rc, "%s: reading %s failed: %s", path, what,
                         r < 0 ? ms_strerror(rc) : "the file shrank while being read");
         }
         got += (size_t)r;

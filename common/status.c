@@ -1,5 +1,6 @@
 #include "common/status.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,4 +29,14 @@ const char *ms_status_name(int status) {
 #undef MS_X_NAME
     default: return NULL;
     }
+}
+
+int ms_errf(char *err, size_t err_len, int rc, const char *fmt, ...) {
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
 }

@@ -9,6 +9,8 @@
 #ifndef MS_COMMON_STATUS_H
 #define MS_COMMON_STATUS_H
 
+#include <stddef.h>
+
 /* X(NAME, value, "message") */
 #define MS_STATUS_LIST(X)                                                                          \
     X(INVALID_ARG, 1000, "invalid argument")                                                       \
@@ -36,6 +38,13 @@ enum ms_status {
 
 /* Text for a status: accepts 0, -MS_E_* and -errno (the sign is ignored). Never NULL. */
 const char *ms_strerror(int status);
+
+/* Writes the printf-style message into err[err_len] (when err is not NULL) and returns rc: the
+ * one-line way loaders fail with a message, `return ms_errf(err, n, -MS_E_FORMAT, "...", ...)`. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+int ms_errf(char *err, size_t err_len, int rc, const char *fmt, ...);
 
 /* Name of a project status ("MS_E_VULKAN"), or NULL for errno values and 0. */
 const char *ms_status_name(int status);

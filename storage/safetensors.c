@@ -80,20 +80,6 @@ int ms_st_dtype_from_name(const char *name, ms_st_dtype *out) {
     return -MS_E_NOT_FOUND;
 }
 
-#if defined(__GNUC__)
-static int errf(char *err, size_t err_len, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-#endif
-static int errf(char *err, size_t err_len, int rc, const char *fmt, ...) {
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 /* A short printable copy of a file path or name for messages: the last path component. */
 static const char *base_name(const char *path) {
     const char *s = strrchr(path, '/');
@@ -206,7 +192,7 @@ static int st_index(ms_st *st, char *err, size_t err_len) {
     st->by_name = NULL;
     if (st->n_tensors == 0) return 0;
     st->by_name = ms_malloc((size_t)st->n_tensors * sizeof(uint32_t));
-    if (!st->by_name) return errf(err, err_len, -MS_E_NOMEM, "out of memory");
+    if (!st->by_name) return ms_errf(err, err_len, -MS_E_NOMEM, "out of memory");
     for (uint32_t i = 0; i < st->n_tensors; i++) st->by_name[i] = i;
     t_sort_tensors = st->tensors;
     qsort(st->by_name, st->n_tensors, sizeof(uint32_t), cmp_by_name);
@@ -216,7 +202,7 @@ static int st_index(ms_st *st, char *err, size_t err_len) {
         if (strcmp(a->name, b->name) == 0) {
             char nm[160];
             ms_json_escape(a->name, strlen(a->name), nm, sizeof nm);
-            return errf(err, err_len, -MS_E_FORMAT, "tensor '%s' appears in both %s and %s", nm,
+            return ms_errf(err, err_len, -MS_E_FORMAT, "tensor '%s' appears in both %s and %s", nm,
                         base_name(st->files[a->file_index].path),
                         base_name(st->files[b->file_index].path));
         }
@@ -230,11 +216,11 @@ static int st_index(ms_st *st, char *err, size_t err_len) {
 static int parse_dims(const ms_json *shape, ms_st_tensor *t, const char *label, const char *nm,
                       char *err, size_t err_len) {
     if (ms_json_type_of(shape) != MS_JSON_ARRAY)
-        return errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': 'shape' is %s, expected an array",
+        return ms_errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': 'shape' is %s, expected an array",
                     label, nm, ms_json_kind(shape));
     uint32_t nd = ms_json_len(shape);
     if (nd > MS_ST_MAX_DIMS)
-        return errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': %u dimensions (at most %d)",
+        return ms_errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': %u dimensions (at most %d)",
                     label, nm, nd, MS_ST_MAX_DIMS);
     t->n_dims = nd;
     uint64_t n = 1;
@@ -247,7 +233,7 @@ static int parse_dims(const ms_json *shape, ms_st_tensor *t, const char *label, 
                 snprintf(what, sizeof what, "%s %.17g", ms_json_kind(v), ms_json_num(v));
             else
                 snprintf(what, sizeof what, "%s", ms_json_kind(v));
-            return errf(err, err_len, -MS_E_FORMAT,
+            return ms_errf(err, err_len, -MS_E_FORMAT,
                         "%s: tensor '%s': shape[%u] must be a non-negative integer literal, found "
                         "%s",
                         label, nm, d, what);
@@ -260,7 +246,7 @@ static int parse_dims(const ms_json *shape, ms_st_tensor *t, const char *label, 
     for (uint32_t d = 0; d < nd; d++)
         if (t->shape[d] == 0) ovf = false, n = 0;
     if (ovf)
-        return errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': shape element count overflows",
+        return ms_errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': shape element count overflows",
                     label, nm);
     t->n_elems = n;
     return 0;
@@ -272,12 +258,12 @@ static int parse_entry(const ms_json *e, const char *name, size_t name_len, ms_s
     char nm[160];
     ms_json_escape(name, name_len, nm, sizeof nm);
     if (name_len == 0)
-        return errf(err, err_len, -MS_E_FORMAT, "%s: a tensor has an empty name", label);
+        return ms_errf(err, err_len, -MS_E_FORMAT, "%s: a tensor has an empty name", label);
     if (strlen(name) != name_len)
-        return errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': name contains a NUL character",
+        return ms_errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': name contains a NUL character",
                     label, nm);
     if (ms_json_type_of(e) != MS_JSON_OBJECT)
-        return errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': entry is %s, expected an object",
+        return ms_errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': entry is %s, expected an object",
                     label, nm, ms_json_kind(e));
     for (uint32_t i = 0; i < ms_json_len(e); i++) {
         size_t kl;
@@ -285,7 +271,7 @@ static int parse_entry(const ms_json *e, const char *name, size_t name_len, ms_s
         if (strcmp(k, "dtype") && strcmp(k, "shape") && strcmp(k, "data_offsets")) {
             char kk[64];
             ms_json_escape(k, kl, kk, sizeof kk);
-            return errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': unknown field '%s'", label,
+            return ms_errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': unknown field '%s'", label,
                         nm, kk);
         }
     }
@@ -293,45 +279,45 @@ static int parse_entry(const ms_json *e, const char *name, size_t name_len, ms_s
     const ms_json *shape = ms_json_get(e, "shape");
     const ms_json *offs = ms_json_get(e, "data_offsets");
     if (!dt || !shape || !offs)
-        return errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': missing '%s'", label, nm,
+        return ms_errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': missing '%s'", label, nm,
                     !dt ? "dtype" : !shape ? "shape" : "data_offsets");
     size_t dl;
     const char *ds = ms_json_str(dt, &dl);
     if (!ds)
-        return errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': 'dtype' is %s, expected a string",
+        return ms_errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': 'dtype' is %s, expected a string",
                     label, nm, ms_json_kind(dt));
     if (ms_st_dtype_from_name(ds, &t->dtype) != 0 || strlen(ds) != dl) {
         char dd[48];
         ms_json_escape(ds, dl, dd, sizeof dd);
-        return errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': unsupported dtype '%s'", label,
+        return ms_errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': unsupported dtype '%s'", label,
                     nm, dd);
     }
     int rc = parse_dims(shape, t, label, nm, err, err_len);
     if (rc) return rc;
     if (ms_json_type_of(offs) != MS_JSON_ARRAY || ms_json_len(offs) != 2)
-        return errf(err, err_len, -MS_E_FORMAT,
+        return ms_errf(err, err_len, -MS_E_FORMAT,
                     "%s: tensor '%s': 'data_offsets' must be an array [begin, end]", label, nm);
     const ms_json *b = ms_json_at(offs, 0), *en = ms_json_at(offs, 1);
     if (!ms_json_is_int(b) || !ms_json_is_int(en) || ms_json_int(b) < 0 || ms_json_int(en) < 0)
-        return errf(err, err_len, -MS_E_FORMAT,
+        return ms_errf(err, err_len, -MS_E_FORMAT,
                     "%s: tensor '%s': data_offsets must be integers in [0, 2^63)", label, nm);
     uint64_t begin = (uint64_t)ms_json_int(b), end = (uint64_t)ms_json_int(en);
     if (end < begin)
-        return errf(err, err_len, -MS_E_FORMAT,
+        return ms_errf(err, err_len, -MS_E_FORMAT,
                     "%s: tensor '%s': data_offsets [%llu,%llu) end before begin", label, nm,
                     (unsigned long long)begin, (unsigned long long)end);
     if (end > data_len)
-        return errf(err, err_len, -MS_E_FORMAT,
+        return ms_errf(err, err_len, -MS_E_FORMAT,
                     "%s: tensor '%s': data_offsets [%llu,%llu) end beyond the data section (%llu "
                     "bytes)",
                     label, nm, (unsigned long long)begin, (unsigned long long)end,
                     (unsigned long long)data_len);
     uint32_t es = ms_st_dtype_size(t->dtype);
     if (t->n_elems > UINT64_MAX / es)
-        return errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': byte size overflows", label, nm);
+        return ms_errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s': byte size overflows", label, nm);
     t->n_bytes = t->n_elems * es;
     if (end - begin != t->n_bytes)
-        return errf(err, err_len, -MS_E_FORMAT,
+        return ms_errf(err, err_len, -MS_E_FORMAT,
                     "%s: tensor '%s': data_offsets [%llu,%llu) hold %llu bytes, but %s shape needs "
                     "%llu",
                     label, nm, (unsigned long long)begin, (unsigned long long)end,
@@ -343,7 +329,7 @@ static int parse_entry(const ms_json *e, const char *name, size_t name_len, ms_s
 
 static int check_metadata(const ms_json *m, const char *label, char *err, size_t err_len) {
     if (ms_json_type_of(m) != MS_JSON_OBJECT)
-        return errf(err, err_len, -MS_E_FORMAT, "%s: '__metadata__' is %s, expected an object",
+        return ms_errf(err, err_len, -MS_E_FORMAT, "%s: '__metadata__' is %s, expected an object",
                     label, ms_json_kind(m));
     for (uint32_t i = 0; i < ms_json_len(m); i++) {
         if (ms_json_type_of(ms_json_value_at(m, i)) != MS_JSON_STRING) {
@@ -351,7 +337,7 @@ static int check_metadata(const ms_json *m, const char *label, char *err, size_t
             const char *k = ms_json_key_at(m, i, &kl);
             char kk[64];
             ms_json_escape(k, kl, kk, sizeof kk);
-            return errf(err, err_len, -MS_E_FORMAT,
+            return ms_errf(err, err_len, -MS_E_FORMAT,
                         "%s: '__metadata__' value of '%s' is %s, expected a string", label, kk,
                         ms_json_kind(ms_json_value_at(m, i)));
         }
@@ -363,17 +349,17 @@ static int check_metadata(const ms_json *m, const char *label, char *err, size_t
 static int st_parse_file(ms_st *st, uint32_t file_index, const uint8_t *buf, uint64_t len,
                          const char *label, char *err, size_t err_len) {
     if (len < 8)
-        return errf(err, err_len, -MS_E_FORMAT,
+        return ms_errf(err, err_len, -MS_E_FORMAT,
                     "%s: file is %llu bytes, too short for the 8-byte header length", label,
                     (unsigned long long)len);
     uint64_t hlen = rd_le64(buf);
-    if (hlen == 0) return errf(err, err_len, -MS_E_FORMAT, "%s: header length is 0", label);
+    if (hlen == 0) return ms_errf(err, err_len, -MS_E_FORMAT, "%s: header length is 0", label);
     if (hlen > MAX_HEADER_BYTES)
-        return errf(err, err_len, -MS_E_FORMAT,
+        return ms_errf(err, err_len, -MS_E_FORMAT,
                     "%s: header length %llu exceeds the 100 MiB limit", label,
                     (unsigned long long)hlen);
     if (hlen > len - 8)
-        return errf(err, err_len, -MS_E_FORMAT,
+        return ms_errf(err, err_len, -MS_E_FORMAT,
                     "%s: header length %llu beyond the end of the file (%llu bytes)", label,
                     (unsigned long long)hlen, (unsigned long long)len);
     uint64_t data_base = 8 + hlen, data_len = len - data_base;
@@ -384,12 +370,12 @@ static int st_parse_file(ms_st *st, uint32_t file_index, const uint8_t *buf, uin
     int rc = ms_json_parse((const char *)buf + 8, (size_t)hlen, &jo, &doc, &je);
     if (rc) {
         /* JSON offsets are relative to the header: add 8 for the file offset */
-        return errf(err, err_len, rc, "%s: header JSON (file offset %llu): %s", label,
+        return ms_errf(err, err_len, rc, "%s: header JSON (file offset %llu): %s", label,
                     (unsigned long long)(je.offset + 8), je.msg);
     }
     const ms_json *root = ms_json_root(doc);
     if (ms_json_type_of(root) != MS_JSON_OBJECT) {
-        rc = errf(err, err_len, -MS_E_FORMAT, "%s: header is a JSON %s, expected an object", label,
+        rc = ms_errf(err, err_len, -MS_E_FORMAT, "%s: header is a JSON %s, expected an object", label,
                   ms_json_kind(root));
         goto out;
     }
@@ -407,7 +393,7 @@ static int st_parse_file(ms_st *st, uint32_t file_index, const uint8_t *buf, uin
         name_bytes += kl + 1;
     }
     if ((uint64_t)st->n_tensors + n_new > UINT32_MAX / 2) {
-        rc = errf(err, err_len, -MS_E_FORMAT, "%s: too many tensors", label);
+        rc = ms_errf(err, err_len, -MS_E_FORMAT, "%s: too many tensors", label);
         goto out;
     }
     if (st->n_tensors + n_new > st->cap_tensors) {
@@ -415,7 +401,7 @@ static int st_parse_file(ms_st *st, uint32_t file_index, const uint8_t *buf, uin
         while (cap < st->n_tensors + n_new) cap *= 2;
         ms_st_tensor *nt = ms_realloc(st->tensors, (size_t)cap * sizeof *nt);
         if (!nt) {
-            rc = errf(err, err_len, -MS_E_NOMEM, "%s: out of memory", label);
+            rc = ms_errf(err, err_len, -MS_E_NOMEM, "%s: out of memory", label);
             goto out;
         }
         st->tensors = nt;
@@ -424,7 +410,7 @@ static int st_parse_file(ms_st *st, uint32_t file_index, const uint8_t *buf, uin
     st_file *f = &st->files[file_index];
     f->names = ms_malloc(name_bytes ? name_bytes : 1);
     if (!f->names) {
-        rc = errf(err, err_len, -MS_E_NOMEM, "%s: out of memory", label);
+        rc = ms_errf(err, err_len, -MS_E_NOMEM, "%s: out of memory", label);
         goto out;
     }
     uint32_t first = st->n_tensors;
@@ -454,7 +440,7 @@ static int st_parse_file(ms_st *st, uint32_t file_index, const uint8_t *buf, uin
         uint32_t *ord = ms_malloc((size_t)n_new * sizeof *ord);
         if (!ord) {
             st->n_tensors = first;
-            rc = errf(err, err_len, -MS_E_NOMEM, "%s: out of memory", label);
+            rc = ms_errf(err, err_len, -MS_E_NOMEM, "%s: out of memory", label);
             goto out;
         }
         for (uint32_t i = 0; i < n_new; i++) ord[i] = first + i;
@@ -466,7 +452,7 @@ static int st_parse_file(ms_st *st, uint32_t file_index, const uint8_t *buf, uin
                 char na[120], nb[120];
                 ms_json_escape(a->name, strlen(a->name), na, sizeof na);
                 ms_json_escape(b->name, strlen(b->name), nb, sizeof nb);
-                rc = errf(err, err_len, -MS_E_FORMAT,
+                rc = ms_errf(err, err_len, -MS_E_FORMAT,
                           "%s: tensors '%s' [%llu,%llu) and '%s' [%llu,%llu) overlap", label, na,
                           (unsigned long long)(a->file_offset - data_base),
                           (unsigned long long)(a->file_offset - data_base + a->n_bytes), nb,
@@ -489,16 +475,16 @@ out:
 int ms_st_parse_buffer(const uint8_t *buf, size_t len, const char *label, ms_st **out, char *err,
                        size_t err_len) {
     if (err && err_len) err[0] = '\0';
-    if (!out || (!buf && len)) return errf(err, err_len, -MS_E_INVALID_ARG, "invalid argument");
+    if (!out || (!buf && len)) return ms_errf(err, err_len, -MS_E_INVALID_ARG, "invalid argument");
     *out = NULL;
     if (!label) label = "(buffer)";
     ms_st *st = st_new();
-    if (!st) return errf(err, err_len, -MS_E_NOMEM, "out of memory");
+    if (!st) return ms_errf(err, err_len, -MS_E_NOMEM, "out of memory");
     uint32_t fi;
     int rc = st_add_file(st, label, &fi);
     if (rc) {
         ms_st_close(st);
-        return errf(err, err_len, rc, "out of memory");
+        return ms_errf(err, err_len, rc, "out of memory");
     }
     st->files[fi].map = buf;
     st->files[fi].size = len;
@@ -517,7 +503,7 @@ int ms_st_parse_buffer(const uint8_t *buf, size_t len, const char *label, ms_st 
 
 static int map_file(ms_st *st, const char *path, uint32_t *index, char *err, size_t err_len) {
     int rc = st_add_file(st, path, index);
-    if (rc) return errf(err, err_len, rc, "%s: out of memory", base_name(path));
+    if (rc) return ms_errf(err, err_len, rc, "%s: out of memory", base_name(path));
     st_file *f = &st->files[*index];
     rc = ms_file_open_regular(path, "safetensors file", &f->fd, &f->size, err, err_len);
     if (rc) return rc;
@@ -525,7 +511,7 @@ static int map_file(ms_st *st, const char *path, uint32_t *index, char *err, siz
     void *m = mmap(NULL, (size_t)f->size, PROT_READ, MAP_SHARED, f->fd, 0);
     if (m == MAP_FAILED) {
         rc = -errno;
-        return errf(err, err_len, rc, "%s: mmap of %llu bytes failed: %s", path,
+        return ms_errf(err, err_len, rc, "%s: mmap of %llu bytes failed: %s", path,
                     (unsigned long long)f->size, ms_strerror(rc));
     }
     f->map = m;
@@ -567,19 +553,19 @@ static int open_sharded(ms_st *st, const char *dir, const char *index_path, char
     ms_json_error je;
     rc = ms_json_parse(text, text_len, NULL, &doc, &je);
     if (rc) {
-        rc = errf(err, err_len, rc, "%s: %s", INDEX_NAME, je.msg);
+        rc = ms_errf(err, err_len, rc, "%s: %s", INDEX_NAME, je.msg);
         goto out;
     }
     const ms_json *wm = ms_json_get(ms_json_root(doc), "weight_map");
     if (ms_json_type_of(wm) != MS_JSON_OBJECT) {
-        rc = errf(err, err_len, -MS_E_FORMAT, "%s: 'weight_map' is %s, expected an object",
+        rc = ms_errf(err, err_len, -MS_E_FORMAT, "%s: 'weight_map' is %s, expected an object",
                   INDEX_NAME, ms_json_kind(wm));
         goto out;
     }
     uint32_t n = ms_json_len(wm);
     shards = ms_malloc((n ? n : 1) * sizeof *shards);
     if (!shards) {
-        rc = errf(err, err_len, -MS_E_NOMEM, "out of memory");
+        rc = ms_errf(err, err_len, -MS_E_NOMEM, "out of memory");
         goto out;
     }
     for (uint32_t i = 0; i < n; i++) {
@@ -591,7 +577,7 @@ static int open_sharded(ms_st *st, const char *dir, const char *index_path, char
         if (!v || !valid_shard_name(v, vl)) {
             char vv[80];
             ms_json_escape(v ? v : "", vl, vv, sizeof vv);
-            rc = errf(err, err_len, -MS_E_FORMAT,
+            rc = ms_errf(err, err_len, -MS_E_FORMAT,
                       "%s: weight_map['%s']: '%s' is not a file name in the model directory",
                       INDEX_NAME, kk, vv);
             goto out;
@@ -606,7 +592,7 @@ static int open_sharded(ms_st *st, const char *dir, const char *index_path, char
         ms_free(path);
         path = ms_malloc(need);
         if (!path) {
-            rc = errf(err, err_len, -MS_E_NOMEM, "out of memory");
+            rc = ms_errf(err, err_len, -MS_E_NOMEM, "out of memory");
             goto out;
         }
         snprintf(path, need, "%s/%s", dir, shards[i]);
@@ -625,13 +611,13 @@ static int open_sharded(ms_st *st, const char *dir, const char *index_path, char
         ms_json_escape(k, kl, kk, sizeof kk);
         const ms_st_tensor *t = strlen(k) == kl ? ms_st_find(st, k) : NULL;
         if (!t) {
-            rc = errf(err, err_len, -MS_E_FORMAT,
+            rc = ms_errf(err, err_len, -MS_E_FORMAT,
                       "%s: tensor '%s' is listed in %s but not found there", v, kk, INDEX_NAME);
             goto out;
         }
         const char *in = base_name(st->files[t->file_index].path);
         if (strcmp(in, v) != 0) {
-            rc = errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s' is in %s, but %s names %s", in,
+            rc = ms_errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s' is in %s, but %s names %s", in,
                       kk, in, INDEX_NAME, v);
             goto out;
         }
@@ -642,7 +628,7 @@ static int open_sharded(ms_st *st, const char *dir, const char *index_path, char
             if (!ms_json_get(wm, st->tensors[i].name)) {
                 char kk[160];
                 ms_json_escape(st->tensors[i].name, strlen(st->tensors[i].name), kk, sizeof kk);
-                rc = errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s' is not listed in %s",
+                rc = ms_errf(err, err_len, -MS_E_FORMAT, "%s: tensor '%s' is not listed in %s",
                           base_name(st->files[st->tensors[i].file_index].path), kk, INDEX_NAME);
                 goto out;
             }
@@ -659,15 +645,15 @@ out:
 
 int ms_st_open(const char *path, ms_st **out, char *err, size_t err_len) {
     if (err && err_len) err[0] = '\0';
-    if (!out || !path) return errf(err, err_len, -MS_E_INVALID_ARG, "invalid argument");
+    if (!out || !path) return ms_errf(err, err_len, -MS_E_INVALID_ARG, "invalid argument");
     *out = NULL;
     struct stat sb;
     if (stat(path, &sb) != 0) {
         int rc = -errno;
-        return errf(err, err_len, rc, "%s: %s", path, ms_strerror(rc));
+        return ms_errf(err, err_len, rc, "%s: %s", path, ms_strerror(rc));
     }
     ms_st *st = st_new();
-    if (!st) return errf(err, err_len, -MS_E_NOMEM, "out of memory");
+    if (!st) return ms_errf(err, err_len, -MS_E_NOMEM, "out of memory");
     int rc;
     if (S_ISDIR(sb.st_mode)) {
         size_t dl = strlen(path);
@@ -678,7 +664,7 @@ int ms_st_open(const char *path, ms_st **out, char *err, size_t err_len) {
             ms_free(dir);
             ms_free(p);
             ms_st_close(st);
-            return errf(err, err_len, -MS_E_NOMEM, "out of memory");
+            return ms_errf(err, err_len, -MS_E_NOMEM, "out of memory");
         }
         memcpy(dir, path, dl);
         dir[dl] = '\0';
@@ -692,7 +678,7 @@ int ms_st_open(const char *path, ms_st **out, char *err, size_t err_len) {
                 rc = open_one(st, p, &fi, err, err_len);
                 if (!rc) rc = st_index(st, err, err_len);
             } else {
-                rc = errf(err, err_len, -ENOENT, "%s: no %s or %s in this directory", dir,
+                rc = ms_errf(err, err_len, -ENOENT, "%s: no %s or %s in this directory", dir,
                           INDEX_NAME, SINGLE_NAME);
             }
         }

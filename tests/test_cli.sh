@@ -11,26 +11,7 @@ if [ ! -x "$M" ]; then
     exit 1
 fi
 case $M in /*) ;; *) M=$(pwd)/$M ;; esac
-T=$(mktemp -d "${TMPDIR:-/tmp}/ms-test-cli-XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT INT TERM
-fails=0
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
-# run NAME ARGS...: stdout in $T/NAME.out, stderr in $T/NAME.err, exit status in $rc
-run() {
-    name=$1
-    shift
-    "$M" "$@" >"$T/$name.out" 2>"$T/$name.err"
-    rc=$?
-}
-show() {
-    echo "--- $1 stdout:"
-    cat "$T/$1.out"
-    echo "--- $1 stderr:"
-    cat "$T/$1.err"
-}
+. "$(dirname "$0")/lib.sh"
 
 # --help / -h
 run help --help

@@ -9,22 +9,7 @@ FX=${2:?usage: test_hardening.sh PATH/TO/moestream FIXTURE_DIR}
 case $M in /*) ;; *) M=$(pwd)/$M ;; esac
 case $FX in /*) ;; *) FX=$(pwd)/$FX ;; esac
 command -v python3 >/dev/null 2>&1 || { echo "FAIL: python3 is needed (JSON checks)"; exit 1; }
-T=$(mktemp -d "${TMPDIR:-/tmp}/ms-test-hard-XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT INT TERM
-fails=0
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
-# run NAME ARGS...: stdout $T/NAME.out, stderr $T/NAME.err, status $rc; a 60 s limit turns a hang
-# into a failure instead of a stuck test
-run() {
-    name=$1
-    shift
-    timeout 60 "$M" "$@" >"$T/$name.out" 2>"$T/$name.err"
-    rc=$?
-    [ "$rc" -eq 124 ] && fail "$name: timed out (hang)"
-}
+. "$(dirname "$0")/lib.sh"
 err_has() { grep -q -- "$2" "$T/$1.err" || { fail "$1: stderr lacks '$2':"; cat "$T/$1.err"; }; }
 # model DIR: a model directory whose files link to the fixture's, to be changed one at a time
 model() {
@@ -42,6 +27,14 @@ c = json.load(open(sys.argv[1]))
 exec(sys.argv[3])
 json.dump(c, open(sys.argv[2], "w"))
 PY
+}
+# cfg_case NAME 'python on c' STATUS 'expected stderr text': logits on the fixture with that config
+cfg_case() {
+    model "$1"
+    setcfg "$1" "$2"
+    run "$1" logits -m "$T/$1" --tokens 1
+    [ "$rc" -eq "$3" ] || fail "$1 ($2): exit $rc, expected $3"
+    err_has "$1" "$4"
 }
 TOK=0,265,460,508,411,420,499
 
@@ -63,16 +56,11 @@ run fifo_index logits -m "$T/fifo_index" --tokens 1
 err_has fifo_index "index.json: is a FIFO"
 
 # --- 2. unbounded costs: refused by bounds, or bounded
-model experts
-setcfg experts 'c["n_routed_experts"] = 4294967295'
-run experts logits -m "$T/experts" --tokens 1
-[ "$rc" -eq 1 ] || fail "n_routed_experts 2^32-1: exit $rc"
-err_has experts "'n_routed_experts': 4294967295 is outside 1..4096"
-model window
-setcfg window 'c["sliding_window"] = 4194304'
-run window logits -m "$T/window" --tokens 1
-[ "$rc" -eq 1 ] || fail "sliding_window 4194304: exit $rc"
-err_has window "'sliding_window': 4194304 is outside"
+cfg_case experts 'c["n_routed_experts"] = 4294967295' 1 "'n_routed_experts': 4294967295 is outside 1..4096"
+cfg_case experts24 'c["n_routed_experts"] = 2 ** 24' 1 "'n_routed_experts': 16777216 is outside 1..4096"
+cfg_case window 'c["sliding_window"] = 4194304' 1 "'sliding_window': 4194304 is outside"
+cfg_case sinkhorn 'c["hc_sinkhorn_iters"] = 10 ** 9' 1 "'hc_sinkhorn_iters': 1000000000 is outside"
+cfg_case topk 'c["index_topk"] = 10 ** 9' 1 "'index_topk': 1000000000 is outside"
 model window_max
 setcfg window_max 'c["sliding_window"] = 1048576'
 # the largest window allowed, with a 3-token prompt: the session holds 3 positions, not 2^20
@@ -89,24 +77,14 @@ assert lp == sorted(lp, reverse=True)
 PY
 
 # --- 4. configs that passed validation and then divided by log(1), log(0) or log(-1)
-for kv in 'c["compress_rope_theta"] = 1.0' 'c["rope_scaling"] = dict(c["rope_scaling"] or {}, type="yarn", factor=16, original_max_position_embeddings=64, beta_fast=0, beta_slow=1)' 'c["rope_scaling"] = dict(c["rope_scaling"] or {}, type="yarn", factor=16, original_max_position_embeddings=64, beta_fast=32, beta_slow=-1)'; do
-    model yarn
-    setcfg yarn "$kv"
-    run yarn logits -m "$T/yarn" --tokens 1
-    [ "$rc" -eq 1 ] || fail "$kv: exit $rc"
-    err_has yarn "is outside"
-    rm -rf "$T/yarn"
-done
+Y='c["rope_scaling"] = dict(type="yarn", factor=16, original_max_position_embeddings=64'
+cfg_case theta 'c["compress_rope_theta"] = 1.0' 1 "'compress_rope_theta': 1 is outside (1,"
+cfg_case beta_fast "$Y, beta_fast=0, beta_slow=1)" 1 "'rope_scaling.beta_fast': 0 is outside"
+cfg_case beta_slow "$Y, beta_fast=32, beta_slow=-1)" 1 "'rope_scaling.beta_slow': -1 is outside"
 
 # --- 5. NaN in the output: an error naming the position, never "-nan" with exit 0
-for kv in 'c["hc_eps"] = 1e308' 'c["routed_scaling_factor"] = 1e308'; do
-    model nanc
-    setcfg nanc "$kv"
-    run nanc logits -m "$T/nanc" --tokens 1
-    [ "$rc" -eq 1 ] || fail "$kv: exit $rc"
-    err_has nanc "is outside"
-    rm -rf "$T/nanc"
-done
+cfg_case hc_eps 'c["hc_eps"] = 1e308' 1 "'hc_eps': 1e+308 is outside"
+cfg_case scaling 'c["routed_scaling_factor"] = 1e308' 1 "'routed_scaling_factor': 1e+308 is outside"
 model nanw
 rm "$T/nanw/model-00001-of-00002.safetensors"
 python3 - "$FX/model-00001-of-00002.safetensors" "$T/nanw/model-00001-of-00002.safetensors" <<'PY'
@@ -174,31 +152,13 @@ rm "$T/bigcfg/config.json" && truncate -s 200M "$T/bigcfg/config.json"
 run bigcfg logits -m "$T/bigcfg" --tokens 1
 [ "$rc" -eq 1 ] || fail "200 MB config: exit $rc"
 err_has bigcfg "is 200.0 MiB, more than the 16.0 MiB"
-model ratios
-setcfg ratios 'c["compress_ratios"][1] = "4"; c["compress_ratios"][2] = 4294967296'
-run ratios logits -m "$T/ratios" --tokens 1
-err_has ratios "'compress_ratios'\[1\]: \"4\" (a string)"
-err_has ratios "'compress_ratios'\[2\]: 4294967296,"
-model notype
-setcfg notype 'c["rope_scaling"] = {"factor": 16}'
-run notype logits -m "$T/notype" --tokens 1
-err_has notype "has no 'type'"
-model shared0
-setcfg shared0 'c["n_shared_experts"] = 0'
-run shared0 logits -m "$T/shared0" --tokens 1
-[ "$rc" -eq 1 ] || fail "n_shared_experts 0: exit $rc"
-err_has shared0 "'n_shared_experts': 0 is outside 1..1"
+cfg_case ratio_str 'c["compress_ratios"][1] = "4"' 1 "'compress_ratios'\[1\]: \"4\" (a string)"
+cfg_case ratio_big 'c["compress_ratios"][2] = 4294967296' 1 "'compress_ratios'\[2\]: 4294967296,"
+cfg_case notype 'c["rope_scaling"] = {"factor": 16}' 1 "has no 'type'"
+cfg_case shared0 'c["n_shared_experts"] = 0' 1 "'n_shared_experts': 0 is outside 1..1"
 [ "$(grep -c warn "$T/shared0.err")" -eq 0 ] || fail "n_shared_experts 0: warnings before the error"
-model ratios0
-setcfg ratios0 'c["compress_ratios"] = []'
-run ratios0 logits -m "$T/ratios0" --tokens 1
-[ "$rc" -eq 1 ] || fail "compress_ratios []: exit $rc"
-err_has ratios0 "0 entries, fewer than num_hidden_layers"
-model layers3
-setcfg layers3 'c["num_hidden_layers"] = 3'
-run layers3 logits -m "$T/layers3" --tokens 1
-[ "$rc" -eq 1 ] || fail "num_hidden_layers 3 on a 4-layer checkpoint: exit $rc, expected 1"
-err_has layers3 "has layer 3, but config.json says num_hidden_layers = 3"
+cfg_case ratios0 'c["compress_ratios"] = []' 1 "0 entries, fewer than num_hidden_layers"
+cfg_case layers3 'c["num_hidden_layers"] = 3' 1 "has layer 3, but config.json says num_hidden_layers = 3"
 run dirjson doctor --dir --json
 [ "$rc" -eq 2 ] || fail "doctor --dir --json: exit $rc, expected 2"
 err_has dirjson "got the option '--json'"
