@@ -73,16 +73,11 @@ static int read_small_file(const char *path, char *buf, size_t n) {
     return 0;
 }
 
-static bool env_flag(const char *name) {
-    const char *v = getenv(name);
-    return v && v[0] && strcmp(v, "0") != 0;
-}
-
 /* A temporary file in dir that no path names: O_TMPFILE where the filesystem supports it, else
  * mkstemp followed at once by unlink. Returns an fd or -errno. */
-static int make_temp_file(const char *dir, bool *used_tmpfile) {
+static int make_temp_file(const char *dir, const ms_io_probe_opts *o, bool *used_tmpfile) {
     *used_tmpfile = false;
-    if (!env_flag("MOESTREAM_IO_PROBE_NO_TMPFILE")) {
+    if (!o->no_tmpfile) {
         int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
         if (fd >= 0) {
             *used_tmpfile = true;
@@ -307,13 +302,12 @@ static void uring_init_msg(ms_io_uring_caps *c, int err) {
 
 /* A file with known contents for the ring to read: a memfd (no path, nothing to clean up), else an
  * unnamed temporary file in $TMPDIR or /tmp. */
-static int make_read_source(const uint8_t *data, size_t n, char *msg) {
+static int make_read_source(const uint8_t *data, size_t n, const ms_io_probe_opts *o, char *msg) {
     int fd = memfd_create("moestream-probe", MFD_CLOEXEC);
     if (fd < 0) {
-        const char *dir = getenv("TMPDIR");
-        if (!dir || !dir[0]) dir = "/tmp";
+        const char *dir = o->tmp_dir && o->tmp_dir[0] ? o->tmp_dir : "/tmp";
         bool tmpfile;
-        fd = make_temp_file(dir, &tmpfile);
+        fd = make_temp_file(dir, o, &tmpfile);
         if (fd < 0) {
             set_msg(msg, "cannot create a temporary file in %s for the io_uring read test: %s",
                     dir, strerror(-fd));
@@ -354,7 +348,9 @@ static void probe_reg_buffers(ms_io_uring_caps *c, struct io_uring *ring, int fd
     if (r == 0) free(buf);
 }
 
-int ms_io_probe_uring(ms_io_uring_caps *out) {
+int ms_io_probe_uring(const ms_io_probe_opts *opts, ms_io_uring_caps *out) {
+    static const ms_io_probe_opts k_defaults;
+    const ms_io_probe_opts *o = opts ? opts : &k_defaults;
     if (!out) return -MS_E_INVALID_ARG;
     memset(out, 0, sizeof *out);
     out->disabled_sysctl = -1;
@@ -395,7 +391,7 @@ int ms_io_probe_uring(ms_io_uring_caps *out) {
     }
     fill_pattern(expect, URING_READ_BYTES, 7);
     memset(got, 0, URING_READ_BYTES);
-    fd = make_read_source(expect, URING_READ_BYTES, out->msg);
+    fd = make_read_source(expect, URING_READ_BYTES, o, out->msg);
     if (fd < 0) {
         rc = fd;
         goto done;
@@ -549,7 +545,9 @@ static void direct_uring_read(ms_io_direct_caps *c, int fd, uint8_t *buf, const 
     c->uring_read_ok = true;
 }
 
-int ms_io_probe_direct(const char *dir, ms_io_direct_caps *out) {
+int ms_io_probe_direct(const char *dir, const ms_io_probe_opts *opts, ms_io_direct_caps *out) {
+    static const ms_io_probe_opts k_defaults;
+    const ms_io_probe_opts *o = opts ? opts : &k_defaults;
     if (!out) return -MS_E_INVALID_ARG;
     memset(out, 0, sizeof *out);
     if (!dir || !dir[0]) {
@@ -577,7 +575,7 @@ int ms_io_probe_direct(const char *dir, ms_io_direct_caps *out) {
         out->bytes_total = (uint64_t)sv.f_blocks * sv.f_frsize;
     }
 
-    int fd = make_temp_file(dir, &out->used_tmpfile);
+    int fd = make_temp_file(dir, o, &out->used_tmpfile);
     if (fd < 0) {
         const char *what = fd == -ENOTDIR ? "pass --dir a directory"
                            : fd == -EACCES || fd == -EROFS || fd == -EPERM

@@ -11,8 +11,8 @@
  * io_uring probe reads from a memfd.
  * Threads: each probe may be called from any thread; they share no state.
  *
- * Environment: MOESTREAM_IO_PROBE_NO_TMPFILE=1 makes the probes skip O_TMPFILE and use
- * mkstemp + unlink (tests use it to cover that path).
+ * Options, not the environment: programs map MOESTREAM_IO_PROBE_NO_TMPFILE and TMPDIR onto
+ * ms_io_probe_opts (tools/env.h).
  */
 #ifndef MS_STORAGE_STORE_H
 #define MS_STORAGE_STORE_H
@@ -23,6 +23,13 @@
 
 #define MS_IO_MSG_LEN 512
 #define MS_IO_UNLIMITED UINT64_MAX /* an rlimit or cgroup limit that is not set */
+
+/* Probe options; NULL or all-zero means defaults. */
+typedef struct ms_io_probe_opts {
+    bool no_tmpfile;     /* skip O_TMPFILE, use mkstemp + unlink (tests cover that path) */
+    const char *tmp_dir; /* where the io_uring probe's test file goes when memfd_create fails;
+                          * NULL: /tmp */
+} ms_io_probe_opts;
 
 /* ---------------------------------------------------------------- io_uring */
 
@@ -49,7 +56,7 @@ typedef struct ms_io_uring_caps {
  * Returns 0 when a ring works and the read test returned the right bytes; -errno of the failing
  * step otherwise (msg says why). Registered buffers and SQPOLL failing are reported in the struct,
  * not as errors. */
-int ms_io_probe_uring(ms_io_uring_caps *out);
+int ms_io_probe_uring(const ms_io_probe_opts *opts, ms_io_uring_caps *out);
 
 /* ---------------------------------------------------------------- O_DIRECT on a directory */
 
@@ -72,7 +79,7 @@ typedef struct ms_io_direct_caps {
  * the alignment O_DIRECT needs, name the filesystem and its free space, and read the file once more
  * through io_uring. Returns 0 when O_DIRECT works with verified bytes (an io_uring read failure is
  * reported in the struct only); -errno or -MS_E_IO (bytes differ) otherwise, msg naming dir. */
-int ms_io_probe_direct(const char *dir, ms_io_direct_caps *out);
+int ms_io_probe_direct(const char *dir, const ms_io_probe_opts *opts, ms_io_direct_caps *out);
 
 /* ---------------------------------------------------------------- host memory and CPUs */
 

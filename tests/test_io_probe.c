@@ -79,15 +79,10 @@ static void test_direct_in(const char *base, bool no_tmpfile) {
     char dir[PATH_MAX];
     if (!make_dir(base, dir, sizeof dir)) return;
     g_dirs_tested++;
-    if (no_tmpfile)
-        setenv("MOESTREAM_IO_PROBE_NO_TMPFILE", "1", 1);
-    else
-        unsetenv("MOESTREAM_IO_PROBE_NO_TMPFILE");
-
+    ms_io_probe_opts o = {.no_tmpfile = no_tmpfile};
     ms_io_direct_caps c;
     memset(&c, 0xAB, sizeof c); /* the probe must not depend on a zeroed struct */
-    int r = ms_io_probe_direct(dir, &c);
-    unsetenv("MOESTREAM_IO_PROBE_NO_TMPFILE");
+    int r = ms_io_probe_direct(dir, &o, &c);
     printf("direct %s (%s): rc %d fs %s align %u uring %s/%s tmpfile %d msg \"%s\"\n", dir,
            no_tmpfile ? "mkstemp" : "O_TMPFILE", r, c.fs_name, c.align_min,
            c.uring_tried ? "tried" : "-", c.uring_read_ok ? "ok" : "-", c.used_tmpfile, c.msg);
@@ -116,7 +111,7 @@ static void test_direct_in(const char *base, bool no_tmpfile) {
 static void test_direct_errors(void) {
     const char *missing = "/nonexistent-moestream-test/sub";
     ms_io_direct_caps c;
-    int r = ms_io_probe_direct(missing, &c);
+    int r = ms_io_probe_direct(missing, NULL, &c);
     CHECK(r == -ENOENT, "missing dir: rc %d (%s)", r, ms_strerror(r));
     CHECK(strstr(c.msg, missing) != NULL, "message does not name the path: \"%s\"", c.msg);
     CHECK(!c.works, "works on a missing dir");
@@ -128,26 +123,24 @@ static void test_direct_errors(void) {
     int fd = open(file, O_CREAT | O_WRONLY, 0600);
     CHECK(fd >= 0, "create %s: %s", file, strerror(errno));
     if (fd >= 0) close(fd);
-    r = ms_io_probe_direct(file, &c);
+    r = ms_io_probe_direct(file, NULL, &c);
     CHECK(r < 0, "file as dir: rc %d", r);
     CHECK(strstr(c.msg, file) != NULL, "message does not name the path: \"%s\"", c.msg);
     CHECK(count_entries(dir) == 1, "entries changed beside a file");
     unlink(file);
     rmdir(dir);
 
-    CHECK(ms_io_probe_direct(NULL, &c) < 0 && c.msg[0], "NULL dir accepted");
-    CHECK(ms_io_probe_direct("/tmp", NULL) < 0, "NULL caps accepted");
+    CHECK(ms_io_probe_direct(NULL, NULL, &c) < 0 && c.msg[0], "NULL dir accepted");
+    CHECK(ms_io_probe_direct("/tmp", NULL, NULL) < 0, "NULL caps accepted");
 }
 
 static void test_uring(void) {
     char dir[PATH_MAX];
     bool have_dir = make_dir("/tmp", dir, sizeof dir);
-    char *old = getenv("TMPDIR") ? strdup(getenv("TMPDIR")) : NULL;
-    if (have_dir) setenv("TMPDIR", dir, 1);
-
+    ms_io_probe_opts o = {.tmp_dir = have_dir ? dir : NULL};
     ms_io_uring_caps u;
     memset(&u, 0xCD, sizeof u);
-    int r = ms_io_probe_uring(&u);
+    int r = ms_io_probe_uring(&o, &u);
     printf("uring: rc %d works %d read %d regbuf %d fixed %d sqpoll %d kernel %s features [%s] "
            "memlock %llu msg \"%s\"\n",
            r, u.works, u.read_ok, u.reg_buffers, u.read_fixed_ok, u.sqpoll, u.kernel_release,
@@ -171,14 +164,8 @@ static void test_uring(void) {
         CHECK(!u.read_ok, "rc %d but read_ok", r);
         if (!u.works) CHECK(u.init_errno == -r, "init_errno %d vs rc %d", u.init_errno, r);
     }
-    CHECK(ms_io_probe_uring(NULL) < 0, "NULL accepted");
+    CHECK(ms_io_probe_uring(NULL, NULL) < 0, "NULL accepted");
 
-    if (old) {
-        setenv("TMPDIR", old, 1);
-        free(old);
-    } else {
-        unsetenv("TMPDIR");
-    }
     if (have_dir) {
         int left = count_entries(dir);
         CHECK(left == 0, "%d entries left behind in %s", left, dir);
@@ -213,7 +200,7 @@ static int test_uring_blocked(void) {
         }
         g_fail = 0;
         ms_io_uring_caps u;
-        int r = ms_io_probe_uring(&u);
+        int r = ms_io_probe_uring(NULL, &u);
         printf("blocked uring: rc %d msg \"%s\"\n", r, u.msg);
         CHECK(r == -EPERM, "rc %d, expected -EPERM", r);
         CHECK(!u.works && !u.read_ok && u.init_errno == EPERM, "works %d read %d errno %d", u.works,
@@ -224,7 +211,7 @@ static int test_uring_blocked(void) {
         char dir[PATH_MAX];
         if (make_dir("/tmp", dir, sizeof dir)) {
             ms_io_direct_caps c;
-            r = ms_io_probe_direct(dir, &c);
+            r = ms_io_probe_direct(dir, NULL, &c);
             printf("blocked uring, direct: rc %d tried %d errno %d msg \"%s\"\n", r, c.uring_tried,
                    c.uring_errno, c.msg);
             CHECK(!c.uring_tried && !c.uring_read_ok && c.uring_errno == EPERM,

@@ -18,6 +18,7 @@
 #include "common/timer.h"
 #include "engine/ref/ref.h"
 #include "engine/vk/vk.h"
+#include "tools/env.h"
 
 /* Tolerances: NMSE of the GPU result against the reference (which decodes exactly and sums in
  * double). Weights decode exactly on both sides, so only F32 summation order differs; the error
@@ -730,7 +731,13 @@ int main(int argc, char **argv) {
 
     ms_vk *vk = NULL;
     ms_vk_opts opts = ms_vk_opts_default();
-    int rc = ms_vk_open(&vk, &opts);
+    char env_err[256];
+    int rc = ms_env_vk_opts(&opts, env_err, sizeof env_err);
+    if (rc) {
+        fprintf(stderr, "test_ops: %s\n", env_err);
+        return 2;
+    }
+    rc = ms_vk_open(&vk, &opts);
     if (rc == -MS_E_NO_DEVICE) {
         printf("SKIP: no Vulkan device (%s)\n", ms_strerror(rc));
         return 77;

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "engine/vk/vk.h"
+#include "tools/env.h"
 #include "shaders/shader_table.h"
 
 #include "tests/check.h"
@@ -473,8 +474,15 @@ static void test_pipelines(ms_vk *vk, int round) {
 
 /* ---------------------------------------------------------------- main */
 
+/* The options a program would pass: the environment (tools/env.h), plus validation. */
 static int open_vk(ms_vk **vk, bool validation) {
     ms_vk_opts o = ms_vk_opts_default();
+    char err[256];
+    int rc = ms_env_vk_opts(&o, err, sizeof err);
+    if (rc) {
+        printf("%s\n", err);
+        return rc;
+    }
     o.validation = o.validation || validation;
     return ms_vk_open(vk, &o);
 }
@@ -595,6 +603,7 @@ int main(void) {
     CHECK_RC(rc, -MS_E_INVALID_ARG, "MOESTREAM_DEVICE not a number");
     unsetenv("MOESTREAM_DEVICE");
     ms_vk_opts o = ms_vk_opts_default();
+    ms_env_vk_opts(&o, NULL, 0);
     o.device_index = (int32_t)n;
     rc = ms_vk_open(&vk, &o);
     CHECK_RC(rc, -MS_E_RANGE, "device_index out of range");
@@ -605,6 +614,7 @@ int main(void) {
     g_expect++;
     int errors0 = g_errors_seen;
     o = ms_vk_opts_default();
+    ms_env_vk_opts(&o, NULL, 0);
     o.validation = o.validation_required = true;
     rc = ms_vk_open(&vk, &o);
     CHECK_RC(rc, -MS_E_UNSUPPORTED, "validation required but missing");

@@ -14,6 +14,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "tools/env.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -156,10 +157,8 @@ static void add(doctor *d, level lv, const char *item, const char *fmt, ...) {
 /* The device ms_vk_open would use (ms_vk_choose_device); a MOESTREAM_DEVICE that names an
  * unusable device is still returned so the verdict can say why. -1 when nothing qualifies. */
 static int choose_device(doctor *d) {
-    d->env_device = getenv("MOESTREAM_DEVICE");
-    if (d->env_device && !d->env_device[0]) d->env_device = NULL;
     int32_t want;
-    if (ms_vk_env_device(&want) != 0) return -1;
+    if (ms_env_device(&want, &d->env_device, NULL, 0) != 0) return -1;
     int pick = ms_vk_choose_device(d->devs, d->n_devs, want);
     if (pick == -MS_E_UNSUPPORTED) return want;
     return pick < 0 ? -1 : pick;
@@ -174,10 +173,11 @@ static void probe_all(doctor *d) {
     }
     d->chosen = choose_device(d);
 
-    d->uring_rc = ms_io_probe_uring(&d->uring);
+    ms_io_probe_opts io = ms_env_io_probe_opts();
+    d->uring_rc = ms_io_probe_uring(&io, &d->uring);
 
     if (!realpath(d->dir_arg, d->dir)) snprintf(d->dir, sizeof d->dir, "%s", d->dir_arg);
-    d->direct_rc = ms_io_probe_direct(d->dir, &d->direct);
+    d->direct_rc = ms_io_probe_direct(d->dir, &io, &d->direct);
 
     d->mem_rc = ms_sys_probe_mem(&d->mem);
 }

@@ -12,6 +12,7 @@
 
 #include "common/fault.h"
 #include "common/log.h"
+#include "tools/env.h"
 
 #ifndef MS_VERSION
 #define MS_VERSION "unknown" /* CMake passes PROJECT_VERSION */
@@ -46,22 +47,7 @@ static void usage(FILE *f) {
             MS_VERSION);
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\n"
-               "environment: MOESTREAM_DEVICE=N picks Vulkan device N; MOESTREAM_LOG=error|warn|"
-               "info|debug|trace\n");
-}
-
-/* The environment is read here, once (libraries take options). */
-static void read_environment(void) {
-    const char *e = getenv("MOESTREAM_LOG");
-    ms_log_level lv;
-    if (e && ms_log_level_from_name(e, &lv) == 0)
-        ms_log_set_level(lv);
-    else if (e)
-        fprintf(stderr,
-                "moestream: warning: MOESTREAM_LOG='%.40s%s' is not one of error, warn, info, "
-                "debug, trace; using info\n",
-                e, strlen(e) > 40 ? "..." : "");
+    fprintf(f, "\n%s", ms_env_help);
 }
 
 /* Output that did not reach its destination (a full disk, a closed pipe, /dev/full) is a failure
@@ -80,7 +66,7 @@ static int finish(int status) {
 }
 
 int main(int argc, char **argv) {
-    read_environment();
+    ms_env_log(); /* the other variables are read where they are used: tools/env.h */
     /* a model file truncated while mapped: a message naming it instead of "Bus error" */
     ms_fault_install_sigbus();
     return finish(run(argc, argv));

@@ -89,11 +89,6 @@ static void set_err(char *err, size_t err_len, const char *fmt, ...) {
     va_end(ap);
 }
 
-static bool env_flag(const char *name) {
-    const char *e = getenv(name);
-    return e && e[0] && strcmp(e, "0") != 0;
-}
-
 /* ---------------------------------------------------------------- vendor names */
 
 const char *ms_vk_vendor_name(uint32_t vendor_id) {
@@ -590,12 +585,7 @@ int ms_vk_enumerate(ms_vk_caps **out, uint32_t *n, char *err, size_t err_len) {
 /* ---------------------------------------------------------------- open / close */
 
 ms_vk_opts ms_vk_opts_default(void) {
-    ms_vk_opts o = {
-        .device_index = -1,
-        .validation = env_flag("MOESTREAM_VALIDATION"),
-        .validation_required = env_flag("MOESTREAM_VALIDATION_REQUIRED"),
-        .no_pipeline_cache = env_flag("MOESTREAM_NO_PIPELINE_CACHE"),
-    };
+    ms_vk_opts o = {.device_index = -1};
     return o;
 }
 
@@ -629,27 +619,6 @@ static void log_devices(const probe *probes, uint32_t n) {
         MS_LOGE("  device %u: %s (%s, %s)%s%s", i, c->device_name, ms_vk_vendor_name(c->vendor_id),
                 ms_vk_type_name(c->type), c->usable ? "" : " unusable: ", c->unusable_reason);
     }
-}
-
-int ms_vk_env_device(int32_t *out) {
-    *out = -1;
-    const char *e = getenv("MOESTREAM_DEVICE");
-    if (!e || !e[0]) return 0;
-    char *end;
-    errno = 0;
-    long v = strtol(e, &end, 10);
-    if (errno || *end || v < 0 || v > INT32_MAX) return -MS_E_INVALID_ARG;
-    *out = (int32_t)v;
-    return 0;
-}
-
-/* Device index from opts or MOESTREAM_DEVICE; -1 = choose. */
-static int wanted_index(const ms_vk_opts *o, int32_t *out) {
-    *out = o->device_index;
-    if (o->device_index >= 0) return 0;
-    int rc = ms_vk_env_device(out);
-    if (rc) MS_LOGE("MOESTREAM_DEVICE=%s: expected a device index (0, 1, ...)", getenv("MOESTREAM_DEVICE"));
-    return rc;
 }
 
 int ms_vk_choose_device(const ms_vk_caps *caps, uint32_t n, int32_t requested) {
@@ -724,12 +693,12 @@ static int create_device(ms_vk *vk, const probe *p) {
     vk->queue_family = (uint32_t)p->queue_family;
     vkGetDeviceQueue(vk->dev, vk->queue_family, 0, &vk->queue);
 
-    if (p->ext_push_descriptor && !env_flag("MOESTREAM_DISABLE_PUSH_DESCRIPTOR")) {
+    if (p->ext_push_descriptor && !vk->opts.disable_push_descriptor) {
         vk->cmd_push_descriptor = (PFN_vkCmdPushDescriptorSetKHR)vkGetDeviceProcAddr(
             vk->dev, "vkCmdPushDescriptorSetKHR");
         vk->use_push_descriptor = vk->cmd_push_descriptor != NULL;
     }
-    if (vk->caps.timeline_semaphore && !env_flag("MOESTREAM_DISABLE_TIMELINE_SEMAPHORE")) {
+    if (vk->caps.timeline_semaphore && !vk->opts.disable_timeline_semaphore) {
         VkSemaphoreTypeCreateInfo tci = {
             .sType = VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO,
             .semaphoreType = VK_SEMAPHORE_TYPE_TIMELINE,
@@ -746,22 +715,25 @@ int ms_vk_open(ms_vk **out, const ms_vk_opts *opts_in) {
     if (!out) return -MS_E_INVALID_ARG;
     *out = NULL;
     ms_vk_opts opts = opts_in ? *opts_in : ms_vk_opts_default();
-    bool validation = opts.validation || env_flag("MOESTREAM_VALIDATION");
-    bool required = opts.validation_required || env_flag("MOESTREAM_VALIDATION_REQUIRED");
-    bool use_disk_cache = !opts.no_pipeline_cache && !env_flag("MOESTREAM_NO_PIPELINE_CACHE");
-    int32_t want;
-    int rc = wanted_index(&opts, &want);
-    if (rc) return rc;
+    bool validation = opts.validation, required = opts.validation_required;
+    int32_t want = opts.device_index;
 
     ms_vk *vk = ms_calloc(1, sizeof *vk);
     if (!vk) return -MS_E_NOMEM;
+    vk->opts = opts;
+    if (opts.cache_dir && !(vk->cache_dir = ms_strdup(opts.cache_dir))) {
+        ms_free(vk);
+        return -MS_E_NOMEM;
+    }
+    vk->opts.cache_dir = vk->cache_dir; /* the caller's string need not outlive the call */
     atomic_init(&vk->n_validation, 0);
     char err[256] = "";
     uint32_t api = 0;
-    rc = create_instance(vk, validation || required, required, &api, err, sizeof err);
+    int rc = create_instance(vk, validation || required, required, &api, err, sizeof err);
     if (rc) {
         if (err[0]) MS_LOGE("%s", err);
         destroy_instance(vk);
+        ms_free(vk->cache_dir);
         ms_free(vk);
         return rc;
     }
@@ -779,7 +751,7 @@ int ms_vk_open(ms_vk **out, const ms_vk_opts *opts_in) {
     }
     if (!rc) {
         ms_vk_mem_init(vk);
-        rc = ms_vk_pipeline_cache_open(vk, use_disk_cache);
+        rc = ms_vk_pipeline_cache_open(vk, vk->cache_dir != NULL);
     }
     ms_free(pds);
     ms_free(probes);
@@ -817,10 +789,13 @@ void ms_vk_close(ms_vk *vk) {
         vkDestroyDevice(vk->dev, NULL);
     }
     destroy_instance(vk);
+    ms_free(vk->cache_dir);
     ms_free(vk);
 }
 
 const ms_vk_caps *ms_vk_get_caps(const ms_vk *vk) { return &vk->caps; }
+
+const ms_vk_opts *ms_vk_get_opts(const ms_vk *vk) { return &vk->opts; }
 
 VkDevice ms_vk_device(const ms_vk *vk) { return vk->dev; }
 

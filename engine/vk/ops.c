@@ -190,11 +190,10 @@ static void tune_device_default(const ms_vk_caps *caps, ms_wenc enc, ms_vk_gemv_
 /* Which kernel: gemv_tiled_<enc> (x staged in shared memory per K-tile, each subgroup owns its
  * rows) for FP4 and for n > 1, where x traffic and FP4 decoding bound gemv.comp; gemv_<enc> for
  * F32/BF16/FP8 at n = 1, which already stream at ~90% of the H200's bandwidth. */
-static bool gemv_tiled(ms_wenc enc, uint32_t n, uint32_t kernel) {
+static bool gemv_tiled(const ms_vk *vk, ms_wenc enc, uint32_t n, uint32_t kernel) {
     if (kernel == MS_VK_GEMV_CLASSIC) return false;
     if (kernel == MS_VK_GEMV_TILED) return true;
-    const char *off = getenv("MOESTREAM_DISABLE_TILED_GEMV");
-    if (off && off[0] && strcmp(off, "0") != 0) return false;
+    if (ms_vk_get_opts(vk)->disable_tiled_gemv) return false;
     return enc == MS_WENC_FP4 || n > 1;
 }
 
@@ -229,7 +228,7 @@ void ms_vk_gemv_tune_default(const ms_vk *vk, ms_wenc enc, ms_vk_gemv_tune *out)
         return;
     }
     if (!enc_valid(enc)) enc = MS_WENC_F32;
-    if (gemv_tiled(enc, 1, MS_VK_GEMV_AUTO))
+    if (gemv_tiled(vk, enc, 1, MS_VK_GEMV_AUTO))
         tune_tiled_default(ms_vk_get_caps(vk), enc, 1, out);
     else
         tune_device_default(ms_vk_get_caps(vk), enc, out);
@@ -309,7 +308,7 @@ int ms_vk_rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t 
         MS_LOGE("rec_gemv: %s: unknown kernel %u (0 auto, 1 classic, 2 tiled)", en, t.kernel);
         return -MS_E_INVALID_ARG;
     }
-    const bool tiled = gemv_tiled(w->enc, n, t.kernel);
+    const bool tiled = gemv_tiled(vk, w->enc, n, t.kernel);
     uint32_t spec[MS_GEMV_N_SPEC];
     uint32_t req_sg = t.subgroup_size;
     if (tiled) {

@@ -26,16 +26,7 @@
 /* ---------------------------------------------------------------- on-disk cache */
 
 static char *cache_path(const ms_vk *vk) {
-    const char *dir = getenv("MOESTREAM_CACHE_DIR");
-    const char *suffix = "";
-    if (!dir || !dir[0]) {
-        dir = getenv("XDG_CACHE_HOME");
-        suffix = "/moestream";
-        if (!dir || !dir[0]) {
-            dir = getenv("HOME");
-            suffix = "/.cache/moestream";
-        }
-    }
+    const char *dir = vk->cache_dir, *suffix = "";
     if (!dir || !dir[0]) return NULL;
     char uuid[2 * VK_UUID_SIZE + 1];
     for (unsigned i = 0; i < VK_UUID_SIZE; i++)

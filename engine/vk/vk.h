@@ -100,10 +100,6 @@ const char *ms_vk_type_name(VkPhysicalDeviceType type);
  * -MS_E_UNSUPPORTED (requested device unusable), -MS_E_NO_DEVICE (none usable). Logs nothing. */
 int ms_vk_choose_device(const ms_vk_caps *caps, uint32_t n, int32_t requested);
 
-/* MOESTREAM_DEVICE as an index: *out = -1 when unset or empty; -MS_E_INVALID_ARG when it is not a
- * non-negative integer. */
-int ms_vk_env_device(int32_t *out);
-
 /* Human-readable vendor name from a PCI vendor id ("NVIDIA", "AMD", "Intel", "Mesa/CPU", ...). */
 const char *ms_vk_vendor_name(uint32_t vendor_id);
 
@@ -111,20 +107,28 @@ const char *ms_vk_vendor_name(uint32_t vendor_id);
 
 typedef struct ms_vk ms_vk;
 
+/* Options; this library reads no environment variables (programs map them onto these: see
+ * tools/env.h). */
 typedef struct ms_vk_opts {
-    int32_t device_index;    /* -1 or unset (0 after zeroing means index 0!): see ms_vk_opts_default */
+    int32_t device_index;    /* -1: the best (discrete > integrated > virtual > cpu); start from
+                              * ms_vk_opts_default, since 0 after zeroing means device 0 */
     bool validation;         /* enable VK_LAYER_KHRONOS_validation (error if absent and required) */
     bool validation_required;/* fail ms_vk_open when the layer is missing */
-    bool no_pipeline_cache;  /* skip the on-disk pipeline cache */
+    const char *cache_dir;   /* directory of the on-disk pipeline cache (created if missing);
+                              * NULL: no cache on disk. Copied by ms_vk_open */
+    /* kill switches for fast paths (each has a plain fallback) */
+    bool disable_push_descriptor;    /* descriptor pools instead of VK_KHR_push_descriptor */
+    bool disable_timeline_semaphore; /* fences instead of one timeline semaphore */
+    bool disable_tiled_gemv;         /* gemv_<enc> where the tune would pick gemv_tiled_<enc> */
 } ms_vk_opts;
 
-/* Defaults: device_index -1 (MOESTREAM_DEVICE or best: discrete > integrated > virtual > cpu),
- * validation from MOESTREAM_VALIDATION. */
+/* All defaults: device_index -1, everything else off, no on-disk cache. */
 ms_vk_opts ms_vk_opts_default(void);
 
 int ms_vk_open(ms_vk **out, const ms_vk_opts *opts);
 void ms_vk_close(ms_vk *vk); /* saves the pipeline cache; frees everything; NULL ok */
 const ms_vk_caps *ms_vk_get_caps(const ms_vk *vk);
+const ms_vk_opts *ms_vk_get_opts(const ms_vk *vk); /* as opened (cache_dir: the owned copy) */
 VkDevice ms_vk_device(const ms_vk *vk);
 
 /* Validation messages (warning or error severity) seen since open; each was also logged. */

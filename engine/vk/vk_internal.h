@@ -59,6 +59,8 @@ struct ms_vk {
     ms_vk_caps caps;
     bool dead;
     bool validation;
+    ms_vk_opts opts;      /* as given to ms_vk_open, with cache_dir pointing at our copy */
+    char *cache_dir;      /* owned copy of opts.cache_dir, or NULL */
     atomic_uint n_validation;
     uint64_t non_coherent_atom;
 
