@@ -14,8 +14,7 @@
 // shader assumes gl_SubgroupSize == SG (the host pins it with a required subgroup size where the
 // device can vary it) and full subgroups (WG is a multiple of SG).
 //
-// Decoding and scales are those of gemv.comp (see its header): e4m3 / e2m1 codes shifted into f16
-// patterns, block scales applied to the F32 partial sum of a chunk, 2^8 / 2^14 once per output.
+// Decoding: shaders/wdecode.glsl, as in gemv.comp.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
@@ -23,27 +22,9 @@
 #extension GL_EXT_control_flow_attributes : require
 
 #include "gemv.h"
+#define MS_SCALE_BINDING MS_GEMV_BIND_S
+#include "wdecode.glsl"
 
-#define ENC_F32 0
-#define ENC_BF16 1
-#define ENC_FP8 2
-#define ENC_FP4 3
-#ifndef ENC
-#error "ENC must be defined (0 f32, 1 bf16, 2 fp8, 3 fp4)"
-#endif
-
-#if ENC == ENC_F32
-#define ELEMS 4u
-#elif ENC == ENC_BF16
-#define ELEMS 8u
-#elif ENC == ENC_FP8
-#define ELEMS 16u
-#define POST 256.0
-#else
-#define ELEMS 32u
-#define POST 16384.0
-#endif
-#define V (ELEMS / 4u) // vec4s of x per 16-byte weight chunk
 
 layout(constant_id = MS_GEMV_SPEC_WG) const uint WG = 64;
 layout(constant_id = MS_GEMV_SPEC_ROWS) const uint ROWS = 1; // rows per subgroup
@@ -56,9 +37,6 @@ layout(local_size_x_id = MS_GEMV_SPEC_WG) in;
 layout(push_constant) uniform Push { ms_gemv_push p; };
 
 layout(set = 0, binding = MS_GEMV_BIND_W, std430) readonly restrict buffer Wbuf { uvec4 wq[]; };
-#if ENC == ENC_FP8 || ENC == ENC_FP4
-layout(set = 0, binding = MS_GEMV_BIND_S, std430) readonly restrict buffer Sbuf { uint sw[]; };
-#endif
 layout(set = 0, binding = MS_GEMV_BIND_X, std430) readonly buffer Xbuf { float xs[]; };
 layout(set = 0, binding = MS_GEMV_BIND_X, std430) readonly buffer X4buf { vec4 x4[]; };
 layout(set = 0, binding = MS_GEMV_BIND_Y, std430) writeonly buffer Ybuf { float ys[]; };
@@ -84,15 +62,6 @@ vec4 load_x(uint c, uint e) { // e: element index, a multiple of 4
 
 vec4 tx(uint c, uint q, uint j) { return xt[(c * V + q) * XS + j]; }
 
-#if ENC == ENC_FP8 || ENC == ENC_FP4
-uint scale_byte(uint i) { return (sw[i >> 2] >> ((i & 3u) << 3)) & 0xFFu; }
-
-// e8m0 -> 2^(e-127); 0xFF is NaN as in ms_ref_e8m0_to_f32. e = 0 is the F32 subnormal 2^-127.
-float e8m0(uint e) {
-    if (e == 255u) return uintBitsToFloat(0x7FC00000u);
-    return e == 0u ? uintBitsToFloat(0x00400000u) : uintBitsToFloat(e << 23);
-}
-#endif
 
 // One K-tile starting at chunk t0. FULL: every chunk of the tile exists (no clamps, no skips).
 void tile(const uint t0, const bool FULL) {
@@ -134,12 +103,7 @@ void tile(const uint t0, const bool FULL) {
             const vec4 xa = tx(c, 0u, j);
             [[unroll]] for (uint r = 0u; r < ROWS; r++) {
                 const uvec4 w = wv[u * ROWS + r];
-                float a = acc[r * NCOLS + c];
-                a = fma(uintBitsToFloat(w.x), xa.x, a);
-                a = fma(uintBitsToFloat(w.y), xa.y, a);
-                a = fma(uintBitsToFloat(w.z), xa.z, a);
-                a = fma(uintBitsToFloat(w.w), xa.w, a);
-                acc[r * NCOLS + c] = a;
+                acc[r * NCOLS + c] = fma4(uintBitsToFloat(w), xa, acc[r * NCOLS + c]);
             }
         }
 #elif ENC == ENC_BF16
@@ -148,47 +112,26 @@ void tile(const uint t0, const bool FULL) {
             const vec4 xb = tx(c, 1u, j);
             [[unroll]] for (uint r = 0u; r < ROWS; r++) {
                 const uvec4 w = wv[u * ROWS + r];
-                float a = acc[r * NCOLS + c];
-                a = fma(uintBitsToFloat(w.x << 16), xa.x, a);
-                a = fma(uintBitsToFloat(w.x & 0xFFFF0000u), xa.y, a);
-                a = fma(uintBitsToFloat(w.y << 16), xa.z, a);
-                a = fma(uintBitsToFloat(w.y & 0xFFFF0000u), xa.w, a);
-                a = fma(uintBitsToFloat(w.z << 16), xb.x, a);
-                a = fma(uintBitsToFloat(w.z & 0xFFFF0000u), xb.y, a);
-                a = fma(uintBitsToFloat(w.w << 16), xb.z, a);
-                a = fma(uintBitsToFloat(w.w & 0xFFFF0000u), xb.w, a);
-                acc[r * NCOLS + c] = a;
+                const float a = fma4(dec_bf16(w.x, w.y), xa, acc[r * NCOLS + c]);
+                acc[r * NCOLS + c] = fma4(dec_bf16(w.z, w.w), xb, a);
             }
         }
 #elif ENC == ENC_FP8
         float part[NACC];
         [[unroll]] for (uint i = 0u; i < NACC; i++) part[i] = 0.0;
         [[unroll]] for (uint q = 0u; q < 4u; q++) {
-            // Bytes 0 and 2 of a word, then bytes 1 and 3, as f16 pairs (value * 2^-8).
-            vec2 da[ROWS], db[ROWS];
-            [[unroll]] for (uint r = 0u; r < ROWS; r++) {
-                const uint w = wv[u * ROWS + r][q];
-                da[r] = unpackHalf2x16(((w << 7) & 0x3F803F80u) | ((w << 8) & 0x80008000u));
-                db[r] = unpackHalf2x16(((w >> 1) & 0x3F803F80u) | (w & 0x80008000u));
-            }
+            vec4 d[ROWS]; // word q of each row: elements 4q..4q+3 (value * 2^-8)
+            [[unroll]] for (uint r = 0u; r < ROWS; r++) d[r] = dec_fp8(wv[u * ROWS + r][q]);
             [[unroll]] for (uint c = 0u; c < NCOLS; c++) {
                 const vec4 xa = tx(c, q, j);
                 [[unroll]] for (uint r = 0u; r < ROWS; r++) {
-                    float a = part[r * NCOLS + c];
-                    a = fma(da[r].x, xa.x, a);
-                    a = fma(db[r].x, xa.y, a);
-                    a = fma(da[r].y, xa.z, a);
-                    a = fma(db[r].y, xa.w, a);
-                    part[r * NCOLS + c] = a;
+                    part[r * NCOLS + c] = fma4(d[r], xa, part[r * NCOLS + c]);
                 }
             }
         }
         const float f = e8m0(sv[u]);
         [[unroll]] for (uint r = 0u; r < ROWS; r++) {
-            // A byte is 0x7F/0xFF iff its low 7 bits + 1 carries into bit 7 (no carry between bytes).
-            const uvec4 t = (wv[u * ROWS + r] & 0x7F7F7F7Fu) + 0x01010101u;
-            const bool nan_code = ((t.x | t.y | t.z | t.w) & 0x80808080u) != 0u;
-            const float fr = nan_code ? uintBitsToFloat(0x7FC00000u) : f;
+            const float fr = fp8_has_nan(wv[u * ROWS + r]) ? MS_NAN : f;
             [[unroll]] for (uint c = 0u; c < NCOLS; c++)
                 acc[r * NCOLS + c] = fma(part[r * NCOLS + c], fr, acc[r * NCOLS + c]);
         }
@@ -196,30 +139,13 @@ void tile(const uint t0, const bool FULL) {
         float part[NACC];
         [[unroll]] for (uint i = 0u; i < NACC; i++) part[i] = 0.0;
         [[unroll]] for (uint q = 0u; q < 4u; q++) {
-            // Word q holds elements 8q..8q+7, nibble i = element 8q+i. Pair j = nibbles j and j+4
-            // as an f16 pair (value * 2^-14): magnitude bits to 9..11, sign bit to 15.
-            vec2 d0[ROWS], d1[ROWS], d2[ROWS], d3[ROWS];
-            [[unroll]] for (uint r = 0u; r < ROWS; r++) {
-                const uint w = wv[u * ROWS + r][q];
-                d0[r] = unpackHalf2x16(((w << 9) & 0x0E000E00u) | ((w << 12) & 0x80008000u));
-                d1[r] = unpackHalf2x16(((w << 5) & 0x0E000E00u) | ((w << 8) & 0x80008000u));
-                d2[r] = unpackHalf2x16(((w << 1) & 0x0E000E00u) | ((w << 4) & 0x80008000u));
-                d3[r] = unpackHalf2x16(((w >> 3) & 0x0E000E00u) | (w & 0x80008000u));
-            }
+            vec4 lo[ROWS], hi[ROWS]; // word q of each row: elements 8q..8q+7 (value * 2^-14)
+            [[unroll]] for (uint r = 0u; r < ROWS; r++) dec_fp4(wv[u * ROWS + r][q], lo[r], hi[r]);
             [[unroll]] for (uint c = 0u; c < NCOLS; c++) {
                 const vec4 xa = tx(c, 2u * q, j);
                 const vec4 xb = tx(c, 2u * q + 1u, j);
                 [[unroll]] for (uint r = 0u; r < ROWS; r++) {
-                    float a = part[r * NCOLS + c];
-                    a = fma(d0[r].x, xa.x, a);
-                    a = fma(d1[r].x, xa.y, a);
-                    a = fma(d2[r].x, xa.z, a);
-                    a = fma(d3[r].x, xa.w, a);
-                    a = fma(d0[r].y, xb.x, a);
-                    a = fma(d1[r].y, xb.y, a);
-                    a = fma(d2[r].y, xb.z, a);
-                    a = fma(d3[r].y, xb.w, a);
-                    part[r * NCOLS + c] = a;
+                    part[r * NCOLS + c] = fma4(hi[r], xb, fma4(lo[r], xa, part[r * NCOLS + c]));
                 }
             }
         }
