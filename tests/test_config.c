@@ -209,6 +209,54 @@ static int sum_fn(const ms_v4_tensor_spec *t, void *user) {
     return 0;
 }
 
+/* The table's annotations: every tensor has a role, linears their logical shape, per-block tensors
+ * their layer, routed experts their index; the stored shape follows from role, part and [m][k]. */
+typedef struct role_stats {
+    const ms_v4_config *c;
+    uint64_t per_role[MS_V4_ROLE_COUNT];
+    uint32_t bad;
+} role_stats;
+
+static int role_fn(const ms_v4_tensor_spec *t, void *user) {
+    role_stats *r = user;
+    const ms_v4_config *c = r->c;
+    bool ok = (unsigned)t->role < MS_V4_ROLE_COUNT;
+    if (ok) r->per_role[t->role]++;
+    bool global = t->role <= MS_V4_ROLE_HC_HEAD_SCALE;
+    bool expert = t->role == MS_V4_ROLE_EX_W1 || t->role == MS_V4_ROLE_EX_W3 ||
+                  t->role == MS_V4_ROLE_EX_W2;
+    ok = ok && (global ? t->layer == MS_V4_NO_INDEX
+                       : t->layer < c->n_layers + c->n_mtp_layers);
+    ok = ok && (expert ? t->expert < c->n_routed_experts : t->expert == MS_V4_NO_INDEX);
+    if (t->part == MS_V4_PART_WEIGHT && t->dtype == MS_ST_I8)
+        ok = ok && t->shape[0] == t->m && t->shape[1] * 2 == t->k;
+    else if (t->part == MS_V4_PART_WEIGHT)
+        ok = ok && t->dtype == MS_ST_F8_E4M3 && t->shape[0] == t->m && t->shape[1] == t->k;
+    else if (t->part == MS_V4_PART_SCALE)
+        ok = ok && t->dtype == MS_ST_F8_E8M0 && t->m && t->k;
+    else if (t->m) /* an unquantised linear */
+        ok = ok && t->n_dims == 2 && t->shape[0] == t->m && t->shape[1] == t->k;
+    if (!ok && r->bad++ < 5)
+        printf("FAIL: %s: role %s part %d layer %u expert %u m %llu k %llu\n", t->name,
+               ms_v4_role_name(t->role), (int)t->part, t->layer, t->expert,
+               (unsigned long long)t->m, (unsigned long long)t->k);
+    return 0;
+}
+
+static void test_roles(const ms_v4_config *c, const char *which) {
+    role_stats r = {.c = c};
+    CHECK(ms_v4_for_each_tensor(c, true, role_fn, &r) == 0, "enumerate");
+    CHECK(r.bad == 0, "%s: %u tensors with inconsistent annotations", which, r.bad);
+    uint64_t E = c->n_routed_experts, L = c->n_layers + c->n_mtp_layers;
+    CHECK(r.per_role[MS_V4_ROLE_EX_W2] == 2 * E * L, "%s: %llu EX_W2 tensors, expected %llu",
+          which, (unsigned long long)r.per_role[MS_V4_ROLE_EX_W2], (unsigned long long)(2 * E * L));
+    CHECK(r.per_role[MS_V4_ROLE_WQ_A] == 2 * L && r.per_role[MS_V4_ROLE_EMBED] == 1 &&
+              r.per_role[MS_V4_ROLE_MTP_E_PROJ] == 2 * c->n_mtp_layers &&
+              r.per_role[MS_V4_ROLE_GATE_TID2EID] == c->n_hash_layers,
+          "%s: role counts", which);
+    CHECK(strcmp(ms_v4_role_name(MS_V4_ROLE_IDX_CMP_APE), "IDX_CMP_APE") == 0, "role names");
+}
+
 static void test_pro(void) {
     ms_v4_config c;
     char err[2048];
@@ -300,6 +348,8 @@ static void test_pro(void) {
     expect_absent(&c, "mtp.0.attn.compressor.wkv.weight");
     expect_absent(&c, "mtp.0.ffn.gate.tid2eid");
     expect_absent(&c, "layers.61.attn_norm.weight");
+
+    test_roles(&c, "Pro");
 
     /* V4_SPEC §1.5: 145,116 tensors, 864.70 GB */
     totals t = {0, 0};

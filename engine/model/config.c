@@ -547,18 +547,30 @@ uint32_t ms_v4_layer_ratio(const ms_v4_config *cfg, uint32_t layer) {
     return layer < cfg->n_compress_ratios ? cfg->compress_ratios[layer] : 0;
 }
 
+const char *ms_v4_role_name(ms_v4_role role) {
+    static const char *const names[] = {
+#define MS_X_ROLE(n) #n,
+        MS_V4_ROLE_LIST(MS_X_ROLE)
+#undef MS_X_ROLE
+    };
+    return (unsigned)role < MS_V4_ROLE_COUNT ? names[role] : "?";
+}
+
 typedef struct gen {
     const ms_v4_config *c;
     ms_v4_tensor_fn fn;
     void *user;
     const char *prefix;
+    uint32_t layer, expert; /* of the tensors emitted now */
     int stop;
 } gen;
 
 static uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
-static void emit(gen *g, const char *suffix, ms_st_dtype dt, uint32_t n_dims, uint64_t d0,
-                 uint64_t d1) {
+/* One tensor: n_dims 1 ([d0]) or 2 ([d0, d1]); m, k the logical shape of a linear (else 0). */
+static void emit_full(gen *g, const char *suffix, ms_v4_role role, ms_v4_part part,
+                      ms_st_dtype dt, uint32_t n_dims, uint64_t d0, uint64_t d1, uint64_t m,
+                      uint64_t k) {
     if (g->stop) return;
     ms_v4_tensor_spec t;
     memset(&t, 0, sizeof t);
@@ -567,52 +579,77 @@ static void emit(gen *g, const char *suffix, ms_st_dtype dt, uint32_t n_dims, ui
     t.n_dims = n_dims;
     t.shape[0] = d0;
     t.shape[1] = n_dims > 1 ? d1 : 0;
+    t.role = role;
+    t.part = part;
+    t.layer = g->layer;
+    t.expert = g->expert;
+    t.m = m;
+    t.k = k;
     g->stop = g->fn(&t, g->user);
 }
 
+/* A vector [n] or a table [d0, d1] that is not a linear. */
+static void emit(gen *g, const char *suffix, ms_v4_role role, ms_st_dtype dt, uint32_t n_dims,
+                 uint64_t d0, uint64_t d1) {
+    emit_full(g, suffix, role, MS_V4_PART_WHOLE, dt, n_dims, d0, d1, 0, 0);
+}
+
+/* An unquantised linear [out, in] (BF16 or F32). */
+static void emit_dense(gen *g, const char *suffix, ms_v4_role role, ms_st_dtype dt, uint64_t out,
+                       uint64_t in) {
+    emit_full(g, suffix, role, MS_V4_PART_WHOLE, dt, 2, out, in, out, in);
+}
+
 /* An FP8 block-128 linear: weight e4m3 [out, in], scale e8m0 [ceil(out/128), ceil(in/128)]. */
-static void emit_fp8(gen *g, const char *base, uint64_t out, uint64_t in) {
+static void emit_fp8(gen *g, const char *base, ms_v4_role role, uint64_t out, uint64_t in) {
     char n[80];
     snprintf(n, sizeof n, "%s.weight", base);
-    emit(g, n, MS_ST_F8_E4M3, 2, out, in);
+    emit_full(g, n, role, MS_V4_PART_WEIGHT, MS_ST_F8_E4M3, 2, out, in, out, in);
     snprintf(n, sizeof n, "%s.scale", base);
-    emit(g, n, MS_ST_F8_E8M0, 2, ceil_div(out, FP8_BLOCK), ceil_div(in, FP8_BLOCK));
+    emit_full(g, n, role, MS_V4_PART_SCALE, MS_ST_F8_E8M0, 2, ceil_div(out, FP8_BLOCK),
+              ceil_div(in, FP8_BLOCK), out, in);
 }
 
 /* A routed expert linear: FP4 packed two per byte along the input dim, one e8m0 per 32 inputs;
  * or FP8 block-128 when expert_dtype is fp8. */
-static void emit_expert(gen *g, const char *base, uint64_t out, uint64_t in) {
+static void emit_expert(gen *g, const char *base, ms_v4_role role, uint64_t out, uint64_t in) {
     if (!g->c->expert_fp4) {
-        emit_fp8(g, base, out, in);
+        emit_fp8(g, base, role, out, in);
         return;
     }
     char n[80];
     snprintf(n, sizeof n, "%s.weight", base);
-    emit(g, n, MS_ST_I8, 2, out, in / 2);
+    emit_full(g, n, role, MS_V4_PART_WEIGHT, MS_ST_I8, 2, out, in / 2, out, in);
     snprintf(n, sizeof n, "%s.scale", base);
-    emit(g, n, MS_ST_F8_E8M0, 2, out, in / FP4_BLOCK);
+    emit_full(g, n, role, MS_V4_PART_SCALE, MS_ST_F8_E8M0, 2, out, in / FP4_BLOCK, out, in);
 }
 
-static void emit_hc_head(gen *g) {
+static void emit_hc_head(gen *g, bool mtp) {
     const ms_v4_config *c = g->c;
-    emit(g, "hc_head_fn", MS_ST_F32, 2, c->hc_mult, (uint64_t)c->hc_mult * c->dim);
-    emit(g, "hc_head_base", MS_ST_F32, 1, c->hc_mult, 0);
-    emit(g, "hc_head_scale", MS_ST_F32, 1, 1, 0);
+    emit_dense(g, "hc_head_fn", mtp ? MS_V4_ROLE_MTP_HC_HEAD_FN : MS_V4_ROLE_HC_HEAD_FN,
+               MS_ST_F32, c->hc_mult, (uint64_t)c->hc_mult * c->dim);
+    emit(g, "hc_head_base", mtp ? MS_V4_ROLE_MTP_HC_HEAD_BASE : MS_V4_ROLE_HC_HEAD_BASE,
+         MS_ST_F32, 1, c->hc_mult, 0);
+    emit(g, "hc_head_scale", mtp ? MS_V4_ROLE_MTP_HC_HEAD_SCALE : MS_V4_ROLE_HC_HEAD_SCALE,
+         MS_ST_F32, 1, 1, 0);
 }
 
-/* Compressor of width d (512 attention, index_head_dim inside the indexer) at ratio r. */
-static void emit_compressor(gen *g, const char *base, uint32_t ratio, uint64_t d) {
+/* Compressor of width d (512 attention, index_head_dim inside the indexer) at ratio r; idx: the
+ * indexer's compressor (roles IDX_CMP_*), else the attention's (CMP_*). */
+static void emit_compressor(gen *g, const char *base, bool idx, uint32_t ratio, uint64_t d) {
     const ms_v4_config *c = g->c;
     uint64_t coff = ratio == 4 ? 2 : 1; /* ratio 4 overlaps two blocks: double width */
     char n[96];
     snprintf(n, sizeof n, "%s.wkv.weight", base);
-    emit(g, n, MS_ST_BF16, 2, coff * d, c->dim);
+    emit_dense(g, n, idx ? MS_V4_ROLE_IDX_CMP_WKV : MS_V4_ROLE_CMP_WKV, MS_ST_BF16, coff * d,
+               c->dim);
     snprintf(n, sizeof n, "%s.wgate.weight", base);
-    emit(g, n, MS_ST_BF16, 2, coff * d, c->dim);
+    emit_dense(g, n, idx ? MS_V4_ROLE_IDX_CMP_WGATE : MS_V4_ROLE_CMP_WGATE, MS_ST_BF16, coff * d,
+               c->dim);
     snprintf(n, sizeof n, "%s.ape", base);
-    emit(g, n, MS_ST_F32, 2, ratio, coff * d);
+    emit(g, n, idx ? MS_V4_ROLE_IDX_CMP_APE : MS_V4_ROLE_CMP_APE, MS_ST_F32, 2, ratio, coff * d);
     snprintf(n, sizeof n, "%s.norm.weight", base);
-    emit(g, n, MS_ST_BF16, 1, d, 0);
+    emit(g, n, idx ? MS_V4_ROLE_IDX_CMP_NORM : MS_V4_ROLE_CMP_NORM, MS_ST_BF16, 1, d, 0);
 }
 
 /* One transformer block; layer >= n_layers is an MTP block. */
@@ -622,61 +659,66 @@ static void emit_block(gen *g, uint32_t layer) {
     uint64_t q_out = (uint64_t)c->n_heads * c->head_dim;
     uint64_t og = c->o_groups ? c->o_groups : 1;
     uint32_t ratio = ms_v4_layer_ratio(c, layer);
+    g->layer = layer;
 
-    emit(g, "attn_norm.weight", MS_ST_BF16, 1, dim, 0);
-    emit(g, "ffn_norm.weight", MS_ST_BF16, 1, dim, 0);
-    emit(g, "hc_attn_fn", MS_ST_F32, 2, mix, hc * dim);
-    emit(g, "hc_ffn_fn", MS_ST_F32, 2, mix, hc * dim);
-    emit(g, "hc_attn_base", MS_ST_F32, 1, mix, 0);
-    emit(g, "hc_ffn_base", MS_ST_F32, 1, mix, 0);
-    emit(g, "hc_attn_scale", MS_ST_F32, 1, 3, 0); /* pre, post, comb */
-    emit(g, "hc_ffn_scale", MS_ST_F32, 1, 3, 0);
+    emit(g, "attn_norm.weight", MS_V4_ROLE_ATTN_NORM, MS_ST_BF16, 1, dim, 0);
+    emit(g, "ffn_norm.weight", MS_V4_ROLE_FFN_NORM, MS_ST_BF16, 1, dim, 0);
+    emit_dense(g, "hc_attn_fn", MS_V4_ROLE_HC_ATTN_FN, MS_ST_F32, mix, hc * dim);
+    emit_dense(g, "hc_ffn_fn", MS_V4_ROLE_HC_FFN_FN, MS_ST_F32, mix, hc * dim);
+    emit(g, "hc_attn_base", MS_V4_ROLE_HC_ATTN_BASE, MS_ST_F32, 1, mix, 0);
+    emit(g, "hc_ffn_base", MS_V4_ROLE_HC_FFN_BASE, MS_ST_F32, 1, mix, 0);
+    emit(g, "hc_attn_scale", MS_V4_ROLE_HC_ATTN_SCALE, MS_ST_F32, 1, 3, 0); /* pre, post, comb */
+    emit(g, "hc_ffn_scale", MS_V4_ROLE_HC_FFN_SCALE, MS_ST_F32, 1, 3, 0);
 
-    emit_fp8(g, "attn.wq_a", c->q_lora_rank, dim);
-    emit(g, "attn.q_norm.weight", MS_ST_BF16, 1, c->q_lora_rank, 0);
-    emit_fp8(g, "attn.wq_b", q_out, c->q_lora_rank);
-    emit_fp8(g, "attn.wkv", c->head_dim, dim); /* one latent, K and V */
-    emit(g, "attn.kv_norm.weight", MS_ST_BF16, 1, c->head_dim, 0);
-    emit_fp8(g, "attn.wo_a", og * c->o_lora_rank, q_out / og);
-    emit_fp8(g, "attn.wo_b", dim, og * c->o_lora_rank);
-    emit(g, "attn.attn_sink", MS_ST_F32, 1, c->n_heads, 0);
-    if (ratio) emit_compressor(g, "attn.compressor", ratio, c->head_dim);
+    emit_fp8(g, "attn.wq_a", MS_V4_ROLE_WQ_A, c->q_lora_rank, dim);
+    emit(g, "attn.q_norm.weight", MS_V4_ROLE_Q_NORM, MS_ST_BF16, 1, c->q_lora_rank, 0);
+    emit_fp8(g, "attn.wq_b", MS_V4_ROLE_WQ_B, q_out, c->q_lora_rank);
+    emit_fp8(g, "attn.wkv", MS_V4_ROLE_WKV, c->head_dim, dim); /* one latent, K and V */
+    emit(g, "attn.kv_norm.weight", MS_V4_ROLE_KV_NORM, MS_ST_BF16, 1, c->head_dim, 0);
+    emit_fp8(g, "attn.wo_a", MS_V4_ROLE_WO_A, og * c->o_lora_rank, q_out / og);
+    emit_fp8(g, "attn.wo_b", MS_V4_ROLE_WO_B, dim, og * c->o_lora_rank);
+    emit(g, "attn.attn_sink", MS_V4_ROLE_ATTN_SINK, MS_ST_F32, 1, c->n_heads, 0);
+    if (ratio) emit_compressor(g, "attn.compressor", false, ratio, c->head_dim);
     if (ratio == 4) {
-        emit_fp8(g, "attn.indexer.wq_b", (uint64_t)c->index_n_heads * c->index_head_dim,
-                 c->q_lora_rank);
-        emit(g, "attn.indexer.weights_proj.weight", MS_ST_BF16, 2, c->index_n_heads, dim);
-        emit_compressor(g, "attn.indexer.compressor", ratio, c->index_head_dim);
+        emit_fp8(g, "attn.indexer.wq_b", MS_V4_ROLE_IDX_WQ_B,
+                 (uint64_t)c->index_n_heads * c->index_head_dim, c->q_lora_rank);
+        emit_dense(g, "attn.indexer.weights_proj.weight", MS_V4_ROLE_IDX_WPROJ, MS_ST_BF16,
+                   c->index_n_heads, dim);
+        emit_compressor(g, "attn.indexer.compressor", true, ratio, c->index_head_dim);
     }
 
-    emit(g, "ffn.gate.weight", MS_ST_BF16, 2, c->n_routed_experts, dim);
+    emit_dense(g, "ffn.gate.weight", MS_V4_ROLE_GATE, MS_ST_BF16, c->n_routed_experts, dim);
     if (layer < c->n_hash_layers) /* hash-routed: token id -> expert ids */
-        emit(g, "ffn.gate.tid2eid", MS_ST_I64, 2, c->vocab_size, c->n_active_experts);
+        emit(g, "ffn.gate.tid2eid", MS_V4_ROLE_GATE_TID2EID, MS_ST_I64, 2, c->vocab_size,
+             c->n_active_experts);
     else
-        emit(g, "ffn.gate.bias", MS_ST_F32, 1, c->n_routed_experts, 0);
+        emit(g, "ffn.gate.bias", MS_V4_ROLE_GATE_BIAS, MS_ST_F32, 1, c->n_routed_experts, 0);
     if (c->n_shared_experts) {
         uint64_t si = (uint64_t)c->moe_inter_dim * c->n_shared_experts;
-        emit_fp8(g, "ffn.shared_experts.w1", si, dim);
-        emit_fp8(g, "ffn.shared_experts.w3", si, dim);
-        emit_fp8(g, "ffn.shared_experts.w2", dim, si);
+        emit_fp8(g, "ffn.shared_experts.w1", MS_V4_ROLE_SH_W1, si, dim);
+        emit_fp8(g, "ffn.shared_experts.w3", MS_V4_ROLE_SH_W3, si, dim);
+        emit_fp8(g, "ffn.shared_experts.w2", MS_V4_ROLE_SH_W2, dim, si);
     }
     for (uint32_t e = 0; e < c->n_routed_experts && !g->stop; e++) {
         char b[64];
+        g->expert = e;
         snprintf(b, sizeof b, "ffn.experts.%u.w1", e);
-        emit_expert(g, b, c->moe_inter_dim, dim);
+        emit_expert(g, b, MS_V4_ROLE_EX_W1, c->moe_inter_dim, dim);
         snprintf(b, sizeof b, "ffn.experts.%u.w3", e);
-        emit_expert(g, b, c->moe_inter_dim, dim);
+        emit_expert(g, b, MS_V4_ROLE_EX_W3, c->moe_inter_dim, dim);
         snprintf(b, sizeof b, "ffn.experts.%u.w2", e);
-        emit_expert(g, b, dim, c->moe_inter_dim);
+        emit_expert(g, b, MS_V4_ROLE_EX_W2, dim, c->moe_inter_dim);
     }
+    g->expert = MS_V4_NO_INDEX;
 }
 
 int ms_v4_for_each_tensor(const ms_v4_config *cfg, bool with_mtp, ms_v4_tensor_fn fn, void *user) {
     if (!cfg || !fn) return -MS_E_INVALID_ARG;
-    gen g = {cfg, fn, user, "", 0};
-    emit(&g, "embed.weight", MS_ST_BF16, 2, cfg->vocab_size, cfg->dim);
-    emit(&g, "head.weight", MS_ST_BF16, 2, cfg->vocab_size, cfg->dim);
-    emit(&g, "norm.weight", MS_ST_BF16, 1, cfg->dim, 0);
-    emit_hc_head(&g);
+    gen g = {cfg, fn, user, "", MS_V4_NO_INDEX, MS_V4_NO_INDEX, 0};
+    emit(&g, "embed.weight", MS_V4_ROLE_EMBED, MS_ST_BF16, 2, cfg->vocab_size, cfg->dim);
+    emit_dense(&g, "head.weight", MS_V4_ROLE_HEAD, MS_ST_BF16, cfg->vocab_size, cfg->dim);
+    emit(&g, "norm.weight", MS_V4_ROLE_NORM, MS_ST_BF16, 1, cfg->dim, 0);
+    emit_hc_head(&g, false);
     char prefix[32];
     for (uint32_t l = 0; l < cfg->n_layers && !g.stop; l++) {
         snprintf(prefix, sizeof prefix, "layers.%u.", l);
@@ -687,12 +729,12 @@ int ms_v4_for_each_tensor(const ms_v4_config *cfg, bool with_mtp, ms_v4_tensor_f
         snprintf(prefix, sizeof prefix, "mtp.%u.", i);
         g.prefix = prefix;
         emit_block(&g, cfg->n_layers + i);
-        emit_fp8(&g, "e_proj", cfg->dim, cfg->dim);
-        emit_fp8(&g, "h_proj", cfg->dim, cfg->dim);
-        emit(&g, "enorm.weight", MS_ST_BF16, 1, cfg->dim, 0);
-        emit(&g, "hnorm.weight", MS_ST_BF16, 1, cfg->dim, 0);
-        emit(&g, "norm.weight", MS_ST_BF16, 1, cfg->dim, 0);
-        emit_hc_head(&g);
+        emit_fp8(&g, "e_proj", MS_V4_ROLE_MTP_E_PROJ, cfg->dim, cfg->dim);
+        emit_fp8(&g, "h_proj", MS_V4_ROLE_MTP_H_PROJ, cfg->dim, cfg->dim);
+        emit(&g, "enorm.weight", MS_V4_ROLE_MTP_ENORM, MS_ST_BF16, 1, cfg->dim, 0);
+        emit(&g, "hnorm.weight", MS_V4_ROLE_MTP_HNORM, MS_ST_BF16, 1, cfg->dim, 0);
+        emit(&g, "norm.weight", MS_V4_ROLE_MTP_NORM, MS_ST_BF16, 1, cfg->dim, 0);
+        emit_hc_head(&g, true);
     }
     return g.stop;
 }

@@ -71,12 +71,51 @@ int ms_v4_check_tensors(const ms_v4_config *cfg, const ms_st *st, char *err, siz
  * compress_ratios has no entry for it). */
 uint32_t ms_v4_layer_ratio(const ms_v4_config *cfg, uint32_t layer);
 
-/* One tensor the config implies (V4_SPEC §2.2); shapes are [rows(out), cols(in)] or [n]. */
+/* What a tensor is, whatever its name: the binders of both backends, the test builders, the
+ * synthetic-checkpoint generator and (later) the converter switch on this, so the V4 tensor list is
+ * written once (ms_v4_for_each_tensor). Linears (part = weight data or block scales) carry their
+ * logical [m][k]; "CMP" is the attention compressor, "IDX_CMP" the indexer's; "MTP_*" exist only in
+ * MTP blocks. */
+#define MS_V4_ROLE_LIST(X)                                                                         \
+    X(EMBED) X(HEAD) X(NORM) X(HC_HEAD_FN) X(HC_HEAD_BASE) X(HC_HEAD_SCALE)                        \
+    X(ATTN_NORM) X(FFN_NORM) X(HC_ATTN_FN) X(HC_FFN_FN) X(HC_ATTN_BASE) X(HC_FFN_BASE)              \
+    X(HC_ATTN_SCALE) X(HC_FFN_SCALE)                                                               \
+    X(WQ_A) X(Q_NORM) X(WQ_B) X(WKV) X(KV_NORM) X(WO_A) X(WO_B) X(ATTN_SINK)                       \
+    X(CMP_WKV) X(CMP_WGATE) X(CMP_APE) X(CMP_NORM)                                                 \
+    X(IDX_WQ_B) X(IDX_WPROJ) X(IDX_CMP_WKV) X(IDX_CMP_WGATE) X(IDX_CMP_APE) X(IDX_CMP_NORM)        \
+    X(GATE) X(GATE_TID2EID) X(GATE_BIAS) X(SH_W1) X(SH_W3) X(SH_W2) X(EX_W1) X(EX_W3) X(EX_W2)    \
+    X(MTP_E_PROJ) X(MTP_H_PROJ) X(MTP_ENORM) X(MTP_HNORM) X(MTP_NORM) X(MTP_HC_HEAD_FN)            \
+    X(MTP_HC_HEAD_BASE) X(MTP_HC_HEAD_SCALE)
+
+typedef enum ms_v4_role {
+#define MS_X_ROLE(n) MS_V4_ROLE_##n,
+    MS_V4_ROLE_LIST(MS_X_ROLE)
+#undef MS_X_ROLE
+    MS_V4_ROLE_COUNT
+} ms_v4_role;
+
+const char *ms_v4_role_name(ms_v4_role role); /* "WQ_A", ... */
+
+typedef enum ms_v4_part {
+    MS_V4_PART_WHOLE = 0, /* a vector, table or unquantised matrix */
+    MS_V4_PART_WEIGHT,    /* the codes of a quantised linear (FP8 e4m3 or packed FP4) */
+    MS_V4_PART_SCALE,     /* its e8m0 block scales */
+} ms_v4_part;
+
+#define MS_V4_NO_INDEX UINT32_MAX
+
+/* One tensor the config implies (V4_SPEC §2.2); shapes are [rows(out), cols(in)] or [n] as stored
+ * (packed FP4 has k/2 columns). */
 typedef struct ms_v4_tensor_spec {
     char name[96];
     ms_st_dtype dtype;
     uint32_t n_dims;
     uint64_t shape[2];
+    ms_v4_role role;
+    ms_v4_part part;
+    uint32_t layer;  /* block index (n_layers + i for mtp.i); MS_V4_NO_INDEX for globals */
+    uint32_t expert; /* routed expert index; MS_V4_NO_INDEX otherwise */
+    uint64_t m, k;   /* a linear's logical shape (outputs, inputs); 0 for non-linears */
 } ms_v4_tensor_spec;
 
 /* Calls fn for every expected tensor: globals, layers.0.. in order, then (with_mtp) mtp.0...
