@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "engine/model/config.h"
+#include "engine/model/v4_synth.h"
 #include "storage/safetensors.h"
 
 #include "tests/check.h"
@@ -255,6 +256,80 @@ static void test_roles(const ms_v4_config *c, const char *which) {
               r.per_role[MS_V4_ROLE_GATE_TID2EID] == c->n_hash_layers,
           "%s: role counts", which);
     CHECK(strcmp(ms_v4_role_name(MS_V4_ROLE_IDX_CMP_APE), "IDX_CMP_APE") == 0, "role names");
+}
+
+/* The presets equal the published files, and writing a config reads back to the same struct. */
+static void test_presets(void) {
+    const char *names[2] = {"pro", "flash"};
+    const char *texts[2] = {k_pro, k_flash};
+    char err[2048];
+    for (int i = 0; i < 2; i++) {
+        ms_v4_config a, b, r;
+        CHECK(ms_v4_config_preset(names[i], &a) == 0, "preset %s", names[i]);
+        CHECK(parse(texts[i], &b, err, sizeof err) == 0, "parse %s: %s", names[i], err);
+        CHECK(memcmp(&a, &b, sizeof a) == 0, "preset %s differs from its config.json", names[i]);
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        CHECK(f && ms_v4_config_write_json(&a, f) == 0, "write %s", names[i]);
+        if (f) fclose(f);
+        int rc = ms_v4_config_parse(buf, len, &r, err, sizeof err);
+        CHECK(rc == 0 && memcmp(&a, &r, sizeof a) == 0, "%s round trip: %s", names[i], err);
+        free(buf);
+    }
+    ms_v4_config c;
+    CHECK(ms_v4_config_preset("nano", &c) == -MS_E_NOT_FOUND, "unknown preset");
+}
+
+/* ms_v4_synth_fill: pieces give the same bytes as a whole fill; codes are finite; routing rows
+ * hold distinct experts. */
+typedef struct synth_ctx {
+    const ms_v4_config *c;
+    uint32_t checked, bad;
+} synth_ctx;
+
+static int synth_fn(const ms_v4_tensor_spec *t, void *user) {
+    synth_ctx *x = user;
+    uint64_t n = ms_v4_spec_bytes(t);
+    if (n > (1u << 20) || (x->checked > 40 && t->role != MS_V4_ROLE_GATE_TID2EID)) return 0;
+    uint8_t *whole = ms_malloc(n ? n : 1), *parts = ms_malloc(n ? n : 1);
+    ms_v4_synth_fill(x->c, t, 9, 0, n, whole);
+    uint64_t unit = ms_st_dtype_size(t->dtype);
+    if (t->role == MS_V4_ROLE_GATE_TID2EID) unit *= t->shape[1];
+    for (uint64_t off = 0, step = unit; off < n; off += step, step = step * 3 % (7 * unit) + unit) {
+        uint64_t k = n - off < step ? n - off : step;
+        ms_v4_synth_fill(x->c, t, 9, off, k, parts + off);
+    }
+    bool ok = memcmp(whole, parts, n) == 0;
+    if (t->dtype == MS_ST_F8_E4M3)
+        for (uint64_t i = 0; i < n; i++) ok = ok && (whole[i] & 0x7F) != 0x7F;
+    if (t->part == MS_V4_PART_SCALE)
+        for (uint64_t i = 0; i < n; i++) ok = ok && whole[i] > 90 && whole[i] < 130;
+    if (t->role == MS_V4_ROLE_GATE_TID2EID)
+        for (uint64_t r = 0; r < t->shape[0]; r++)
+            for (uint64_t a = 0; a < t->shape[1]; a++) {
+                int64_t ea, eb;
+                memcpy(&ea, whole + 8 * (r * t->shape[1] + a), 8);
+                ok = ok && ea >= 0 && ea < (int64_t)x->c->n_routed_experts;
+                for (uint64_t b = 0; b < a; b++) {
+                    memcpy(&eb, whole + 8 * (r * t->shape[1] + b), 8);
+                    ok = ok && ea != eb;
+                }
+            }
+    if (!ok && x->bad++ < 5) printf("FAIL: synth %s\n", t->name);
+    x->checked++;
+    ms_free(whole);
+    ms_free(parts);
+    return 0;
+}
+
+static void test_synth(void) {
+    ms_v4_config c;
+    char err[1024];
+    CHECK(parse(k_tiny, &c, err, sizeof err) == 0, "tiny: %s", err);
+    synth_ctx x = {.c = &c};
+    ms_v4_for_each_tensor(&c, true, synth_fn, &x);
+    CHECK(x.bad == 0 && x.checked > 40, "synth fill: %u of %u tensors bad", x.bad, x.checked);
 }
 
 static void test_pro(void) {
@@ -807,6 +882,8 @@ int main(void) {
     ms_alloc_get_stats(&s0);
     test_pro();
     test_flash();
+    test_presets();
+    test_synth();
     test_rejections();
     test_load();
     test_check_tensors();

@@ -20,6 +20,7 @@
 
 int ms_cmd_doctor(int argc, char **argv); /* tools/doctor.c */
 int ms_cmd_logits(int argc, char **argv); /* tools/logits.c */
+int ms_cmd_synth(int argc, char **argv);  /* tools/cmd_synth.c */
 
 typedef int (*cmd_fn)(int argc, char **argv);
 static int run(int argc, char **argv);
@@ -31,6 +32,7 @@ static const struct {
 } commands[] = {
     {"doctor", ms_cmd_doctor, "check this machine: Vulkan devices, io_uring, O_DIRECT, RAM"},
     {"logits", ms_cmd_logits, "CPU reference logits of a token list as JSON (correctness hook)"},
+    {"synth", ms_cmd_synth, "write a synthetic V4 checkpoint (random weights, real dimensions)"},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -541,6 +541,114 @@ int ms_v4_config_load(const char *path, ms_v4_config *cfg, char *err, size_t err
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* presets and writing                                                                          */
+
+int ms_v4_config_preset(const char *name, ms_v4_config *cfg) {
+    bool pro = name && strcmp(name, "pro") == 0;
+    if (!pro && !(name && strcmp(name, "flash") == 0)) return -MS_E_NOT_FOUND;
+    ms_v4_config *c = cfg;
+    memset(c, 0, sizeof *c);
+    c->vocab_size = 129280;
+    c->dim = pro ? 7168 : 4096;
+    c->n_layers = pro ? 61 : 43;
+    c->n_heads = pro ? 128 : 64;
+    c->n_kv_heads = 1;
+    c->head_dim = 512;
+    c->rope_dim = 64;
+    c->q_lora_rank = pro ? 1536 : 1024;
+    c->o_lora_rank = 1024;
+    c->o_groups = pro ? 16 : 8;
+    c->window = 128;
+    /* Pro: 128, 128, then 4/128 alternating; Flash: 0, 0, then 4/128; the MTP entry is 0 */
+    c->n_compress_ratios = c->n_layers + 1;
+    for (uint32_t i = 0; i < c->n_layers; i++)
+        c->compress_ratios[i] = i < 2 ? (pro ? 128 : 0) : (i % 2 ? 128 : 4);
+    c->compress_ratios[c->n_layers] = 0;
+    c->rope_theta = 10000;
+    c->compress_rope_theta = 160000;
+    c->yarn = true;
+    c->yarn_factor = 16;
+    c->yarn_original_max_pos = 65536;
+    c->yarn_beta_fast = 32;
+    c->yarn_beta_slow = 1;
+    c->max_position_embeddings = 1048576;
+    c->index_n_heads = 64;
+    c->index_head_dim = 128;
+    c->index_topk = pro ? 1024 : 512;
+    c->n_routed_experts = pro ? 384 : 256;
+    c->n_active_experts = 6;
+    c->n_shared_experts = 1;
+    c->moe_inter_dim = pro ? 3072 : 2048;
+    c->n_hash_layers = 3;
+    c->norm_topk_prob = true;
+    c->routed_scaling_factor = pro ? 2.5 : 1.5;
+    c->swiglu_limit = 10.0;
+    c->hc_mult = 4;
+    c->hc_sinkhorn_iters = 20;
+    c->hc_eps = 1e-6;
+    c->rms_norm_eps = 1e-6;
+    c->n_mtp_layers = 1;
+    c->expert_fp4 = true;
+    c->bos_id = 0;
+    c->eos_id = 1;
+    return 0;
+}
+
+int ms_v4_config_write_json(const ms_v4_config *c, FILE *f) {
+    fprintf(f, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n", ARCH_NAME,
+            MODEL_TYPE);
+    fprintf(f, "  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n");
+    fprintf(f, "  \"bos_token_id\": %u,\n  \"eos_token_id\": %u,\n", c->bos_id, c->eos_id);
+    fprintf(f, "  \"compress_ratios\": [");
+    for (uint32_t i = 0; i < c->n_compress_ratios; i++)
+        fprintf(f, "%s%u", i ? ", " : "", c->compress_ratios[i]);
+    fprintf(f, "],\n");
+    fprintf(f, "  \"compress_rope_theta\": %.17g,\n  \"rope_theta\": %.17g,\n",
+            c->compress_rope_theta, c->rope_theta);
+    if (c->yarn)
+        fprintf(f,
+                "  \"rope_scaling\": {\"type\": \"yarn\", \"factor\": %.17g, "
+                "\"original_max_position_embeddings\": %u, \"beta_fast\": %.17g, "
+                "\"beta_slow\": %.17g},\n",
+                c->yarn_factor, c->yarn_original_max_pos, c->yarn_beta_fast, c->yarn_beta_slow);
+    else
+        fprintf(f, "  \"rope_scaling\": null,\n");
+    fprintf(f, "  \"expert_dtype\": \"%s\",\n", c->expert_fp4 ? "fp4" : "fp8");
+    fprintf(f, "  \"hc_eps\": %.17g,\n  \"hc_mult\": %u,\n  \"hc_sinkhorn_iters\": %u,\n",
+            c->hc_eps, c->hc_mult, c->hc_sinkhorn_iters);
+    fprintf(f, "  \"head_dim\": %u,\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": %u,\n",
+            c->head_dim, c->dim);
+    fprintf(f, "  \"index_head_dim\": %u,\n  \"index_n_heads\": %u,\n  \"index_topk\": %u,\n",
+            c->index_head_dim, c->index_n_heads, c->index_topk);
+    fprintf(f, "  \"initializer_range\": 0.02,\n  \"max_position_embeddings\": %llu,\n",
+            (unsigned long long)c->max_position_embeddings);
+    fprintf(f, "  \"moe_intermediate_size\": %u,\n  \"n_routed_experts\": %u,\n",
+            c->moe_inter_dim, c->n_routed_experts);
+    fprintf(f, "  \"n_shared_experts\": %u,\n  \"norm_topk_prob\": %s,\n", c->n_shared_experts,
+            c->norm_topk_prob ? "true" : "false");
+    fprintf(f, "  \"num_attention_heads\": %u,\n  \"num_experts_per_tok\": %u,\n", c->n_heads,
+            c->n_active_experts);
+    fprintf(f, "  \"num_hash_layers\": %u,\n  \"num_hidden_layers\": %u,\n", c->n_hash_layers,
+            c->n_layers);
+    fprintf(f, "  \"num_key_value_heads\": %u,\n  \"num_nextn_predict_layers\": %u,\n",
+            c->n_kv_heads, c->n_mtp_layers);
+    fprintf(f, "  \"o_groups\": %u,\n  \"o_lora_rank\": %u,\n  \"q_lora_rank\": %u,\n",
+            c->o_groups, c->o_lora_rank, c->q_lora_rank);
+    fprintf(f, "  \"qk_rope_head_dim\": %u,\n", c->rope_dim);
+    fprintf(f, "  \"quantization_config\": {\"activation_scheme\": \"dynamic\", \"fmt\": "
+               "\"e4m3\", \"quant_method\": \"fp8\", \"scale_fmt\": \"ue8m0\", "
+               "\"weight_block_size\": [128, 128]},\n");
+    fprintf(f, "  \"rms_norm_eps\": %.17g,\n  \"routed_scaling_factor\": %.17g,\n",
+            c->rms_norm_eps, c->routed_scaling_factor);
+    fprintf(f, "  \"scoring_func\": \"sqrtsoftplus\",\n  \"sliding_window\": %u,\n", c->window);
+    fprintf(f, "  \"swiglu_limit\": %.17g,\n  \"tie_word_embeddings\": false,\n",
+            c->swiglu_limit);
+    fprintf(f, "  \"topk_method\": \"noaux_tc\",\n  \"torch_dtype\": \"bfloat16\",\n");
+    fprintf(f, "  \"use_cache\": true,\n  \"vocab_size\": %u\n}\n", c->vocab_size);
+    return ferror(f) ? -MS_E_IO : 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* expected tensors (V4_SPEC §2.2)                                                              */
 
 uint32_t ms_v4_layer_ratio(const ms_v4_config *cfg, uint32_t layer) {

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "storage/safetensors.h"
 
@@ -61,6 +62,14 @@ typedef struct ms_v4_config {
  * missing/ill-typed/inconsistent fields), or -errno/-MS_E_* for reading the file. */
 int ms_v4_config_load(const char *path, ms_v4_config *cfg, char *err, size_t err_len);
 int ms_v4_config_parse(const char *json, size_t len, ms_v4_config *cfg, char *err, size_t err_len);
+
+/* The published configurations (V4_SPEC §1.1): name "pro" or "flash"; 0 or -MS_E_NOT_FOUND. */
+int ms_v4_config_preset(const char *name, ms_v4_config *cfg);
+
+/* Writes cfg as a Hugging Face config.json that ms_v4_config_parse reads back to the same struct
+ * (every field it reads, plus the informational ones transformers expects). Returns 0 or -MS_E_IO
+ * (check the FILE for the reason). */
+int ms_v4_config_write_json(const ms_v4_config *cfg, FILE *f);
 
 /* Check that every tensor the config implies exists with the expected dtype and shape (main stack;
  * mtp.* tensors are checked when present). Reports ALL problems at once in err (one per line,
