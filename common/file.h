@@ -33,6 +33,10 @@ int ms_file_open_regular(const char *path, const char *what, int *fd, uint64_t *
 int ms_file_read_all(const char *path, const char *what, size_t max, char **out, size_t *len,
                      char *err, size_t err_len);
 
+/* path for a message: as it is up to 160 bytes, else its first 60 and last 90 bytes around
+ * "...". buf holds at least 160 bytes; returns buf. */
+const char *ms_file_short_path(const char *path, char *buf, size_t len);
+
 /* "12.0 MiB" style rendering of a byte count into buf; returns buf. */
 const char *ms_file_size_str(uint64_t bytes, char *buf, size_t len);
 

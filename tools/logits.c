@@ -17,9 +17,7 @@
 #include "common/file.h"
 #include "common/json.h"
 #include "common/status.h"
-#include "engine/model/config.h"
-#include "engine/ref/ref.h"
-#include "storage/safetensors.h"
+#include "engine/engine.h"
 
 int ms_cmd_logits(int argc, char **argv);
 
@@ -42,6 +40,10 @@ static void usage(FILE *f) {
             "  --top K             top entries per position (default 5; at most the vocabulary)\n"
             "  --all-positions     every position, not only the last\n"
             "  --chunk N           prefill N tokens per call (default: all in one call)\n"
+            "  --backend B         auto (default), cpu (the reference) or vulkan\n"
+            "  --no-fake-quant     skip the two official fake-quant steps (e4m3 KV latent, FP4\n"
+            "                      indexer q/k): for diagnosis only, the output is then NOT the\n"
+            "                      model's\n"
             "\n"
             "Exit status: 0 ok; 1 the model cannot be loaded or produced NaN/Inf (the position\n"
             "and layer are named), or stdout could not be written; 2 bad usage.\n");
@@ -157,8 +159,6 @@ static bool parse_tokens(const char *s, const char *what, uint32_t **out, uint32
     return true;
 }
 
-static const ms_st_tensor *st_get(void *ctx, const char *name) { return ms_st_find(ctx, name); }
-
 /* XXH64 (seed 0) of logits[vocab] as little-endian F32 bytes, whatever the host order. */
 static uint64_t logits_hash(const float *logits, uint32_t vocab, uint8_t *bytes) {
     for (uint32_t i = 0; i < vocab; i++) {
@@ -172,42 +172,6 @@ static uint64_t logits_hash(const float *logits, uint32_t vocab, uint8_t *bytes)
     return (uint64_t)XXH64(bytes, (size_t)vocab * 4, 0);
 }
 
-/* v ranks above w: the higher logit, equal logits by the lower id. */
-static bool ranks_above(const float *logits, uint32_t v, uint32_t w) {
-    return logits[v] > logits[w] || (logits[v] == logits[w] && v < w);
-}
-
-static void sift_down(const float *logits, uint32_t *h, uint32_t n, uint32_t i) {
-    for (;;) {
-        uint32_t worst = i, l = 2 * i + 1, r = l + 1;
-        if (l < n && ranks_above(logits, h[worst], h[l])) worst = l;
-        if (r < n && ranks_above(logits, h[worst], h[r])) worst = r;
-        if (worst == i) return;
-        uint32_t t = h[i];
-        h[i] = h[worst];
-        h[worst] = t;
-        i = worst;
-    }
-}
-
-/* The k best ids of logits[vocab] (k <= vocab, every logit finite) into idx[k], best first:
- * a heap of the k best so far with the weakest at the root, O(vocab log k). */
-static void top_k(const float *logits, uint32_t vocab, uint32_t k, uint32_t *idx) {
-    for (uint32_t v = 0; v < k; v++) idx[v] = v;
-    for (uint32_t i = k / 2; i-- > 0;) sift_down(logits, idx, k, i);
-    for (uint32_t v = k; v < vocab; v++)
-        if (ranks_above(logits, v, idx[0])) {
-            idx[0] = v;
-            sift_down(logits, idx, k, 0);
-        }
-    for (uint32_t n = k; n > 1; n--) { /* heap sort: the weakest goes to the end */
-        uint32_t t = idx[0];
-        idx[0] = idx[n - 1];
-        idx[n - 1] = t;
-        sift_down(logits, idx, n - 1, 0);
-    }
-}
-
 /* One position's JSON object: top-K log-probabilities (log-softmax in double). */
 static void write_position(ms_json_writer *w, uint32_t pos, uint32_t token, const float *logits,
                            uint32_t vocab, uint32_t top, uint32_t *idx, uint8_t *bytes) {
@@ -216,7 +180,7 @@ static void write_position(ms_json_writer *w, uint32_t pos, uint32_t token, cons
     for (uint32_t v = 0; v < vocab; v++) sum += exp((double)logits[v] - mx);
     double lse = mx + log(sum);
     uint32_t k = top < vocab ? top : vocab;
-    top_k(logits, vocab, k, idx);
+    ms_logits_top_k(logits, vocab, k, idx);
     char hash[24];
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)logits_hash(logits, vocab, bytes));
     ms_json_write_begin(w, NULL, '{');
@@ -249,6 +213,7 @@ int ms_cmd_logits(int argc, char **argv) {
     const char *dir = NULL, *tok_arg = NULL, *tok_file = NULL;
     uint32_t top = 5, chunk = 0;
     bool all = false;
+    ms_engine_opts eo = ms_engine_opts_default();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -271,6 +236,12 @@ int ms_cmd_logits(int argc, char **argv) {
                 return bad_usage("--chunk needs a positive integer, got '%s'", i < argc ? argv[i] : "");
         } else if (!strcmp(a, "--all-positions")) {
             all = true;
+        } else if (!strcmp(a, "--backend")) {
+            if (++i >= argc || ms_backend_from_name(argv[i], &eo.backend) != 0)
+                return bad_usage("--backend takes auto, cpu or vulkan, got '%s'",
+                                 i < argc ? argv[i] : "");
+        } else if (!strcmp(a, "--no-fake-quant")) {
+            eo.no_fake_quant = true;
         } else {
             return bad_usage("unknown option '%s'", a);
         }
@@ -304,30 +275,18 @@ int ms_cmd_logits(int argc, char **argv) {
     }
 
     int status = 1, rc;
-    char err[2048];
-    ms_st *st = NULL;
-    ms_ref_model *model = NULL;
-    ms_ref_session *sess = NULL;
+    char err[4096];
+    ms_engine *eng = NULL;
+    ms_session *sess = NULL;
     float *logits = NULL;
     uint32_t *idx = NULL;
     uint8_t *bytes = NULL;
-    ms_v4_config cfg;
-    struct stat sb;
 
-    if (stat(dir, &sb) != 0) {
-        int e = errno;
-        fprintf(stderr, "moestream logits: model directory '%s': %s\n", dir, strerror(e));
-        goto out;
-    }
-    if (!S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "moestream logits: model directory '%s' is %s, not a directory\n", dir,
-                ms_file_kind(sb.st_mode));
-        goto out;
-    }
-    if ((rc = ms_v4_config_load(dir, &cfg, err, sizeof err)) != 0) {
+    if ((rc = ms_engine_open(dir, &eo, &eng, err, sizeof err)) != 0) {
         fprintf(stderr, "moestream logits: %s\n", err);
         goto out;
     }
+    const ms_v4_config cfg = *ms_engine_config(eng);
     for (uint32_t i = 0; i < n; i++)
         if (tokens[i] >= cfg.vocab_size) {
             fprintf(stderr, "moestream logits: token id %u (position %u) is not below vocab_size %u\n",
@@ -335,19 +294,7 @@ int ms_cmd_logits(int argc, char **argv) {
             status = 2;
             goto out;
         }
-    if ((rc = ms_st_open(dir, &st, err, sizeof err)) != 0) {
-        fprintf(stderr, "moestream logits: %s\n", err);
-        goto out;
-    }
-    if ((rc = ms_v4_check_tensors(&cfg, st, err, sizeof err)) != 0) {
-        fprintf(stderr, "moestream logits: checkpoint does not match config.json:\n%s\n", err);
-        goto out;
-    }
-    if ((rc = ms_ref_model_create(&cfg, st_get, st, &model, err, sizeof err)) != 0) {
-        fprintf(stderr, "moestream logits: %s\n", err[0] ? err : ms_strerror(rc));
-        goto out;
-    }
-    if ((rc = ms_ref_session_create(model, n, &sess)) != 0) {
+    if ((rc = ms_session_create(eng, n, &sess)) != 0) {
         fprintf(stderr, "moestream logits: session: %s\n", ms_strerror(rc));
         goto out;
     }
@@ -362,7 +309,7 @@ int ms_cmd_logits(int argc, char **argv) {
     if (!chunk) chunk = n;
     for (uint32_t t0 = 0; t0 < n; t0 += chunk) {
         uint32_t k = n - t0 < chunk ? n - t0 : chunk;
-        if ((rc = ms_ref_session_forward(sess, tokens + t0, k, logits + (size_t)t0 * cfg.vocab_size))) {
+        if ((rc = ms_session_feed(sess, tokens + t0, k, logits + (size_t)t0 * cfg.vocab_size))) {
             fprintf(stderr, "moestream logits: forward at position %u: %s\n", t0, ms_strerror(rc));
             goto out;
         }
@@ -395,9 +342,8 @@ out:
     ms_free(bytes);
     ms_free(idx);
     ms_free(logits);
-    ms_ref_session_free(sess);
-    ms_ref_model_free(model);
-    ms_st_close(st);
+    ms_session_free(sess);
+    ms_engine_close(eng);
     ms_free(tokens);
     return status;
 }

@@ -1,0 +1,50 @@
+/* engine/backend_cpu.c — the CPU reference (engine/ref) behind engine.h. */
+#include "common/status.h"
+#include "engine/engine_internal.h"
+#include "engine/ref/ref.h"
+#include "engine/ref/v4_internal.h" /* ms_ref_v4_set_fake_quant */
+
+static const ms_st_tensor *st_get(void *ctx, const char *name) { return ms_st_find(ctx, name); }
+
+static int cpu_model_open(ms_engine *e, char *err, size_t err_len) {
+    ms_ref_model *m = NULL;
+    int rc = ms_ref_model_create(&e->cfg, st_get, e->st, &m, err, err_len);
+    if (rc) return rc;
+    if (e->opts.no_fake_quant) ms_ref_v4_set_fake_quant(m, false, false);
+    e->backend = m;
+    return 0;
+}
+
+static void cpu_model_close(ms_engine *e) { ms_ref_model_free(e->backend); }
+
+static int cpu_session_create(ms_session *s) {
+    ms_ref_session *rs = NULL;
+    int rc = ms_ref_session_create(s->e->backend, s->max_tokens, &rs);
+    if (rc) return rc;
+    s->backend = rs;
+    return 0;
+}
+
+static void cpu_session_free(ms_session *s) { ms_ref_session_free(s->backend); }
+
+static int cpu_forward(ms_session *s, const uint32_t *tokens, uint32_t n, float *logits) {
+    return ms_ref_session_forward(s->backend, tokens, n, logits);
+}
+
+static void cpu_reset(ms_session *s) { ms_ref_session_reset(s->backend); }
+
+static int cpu_nonfinite(const ms_session *s, uint32_t *pos, uint32_t *layer, const char **stage) {
+    (void)s, (void)pos, (void)layer, (void)stage;
+    return -MS_E_NOT_FOUND;
+}
+
+const ms_backend_ops ms_backend_cpu_ops = {
+    .kind = MS_BACKEND_CPU,
+    .model_open = cpu_model_open,
+    .model_close = cpu_model_close,
+    .session_create = cpu_session_create,
+    .session_free = cpu_session_free,
+    .forward = cpu_forward,
+    .reset = cpu_reset,
+    .nonfinite = cpu_nonfinite,
+};

@@ -1,0 +1,95 @@
+/* engine/engine.h — the one interface above the engine: open a DeepSeek-V4 model, make sessions,
+ * feed them tokens, read their logits. Everything above engine/ (the CLI, the server, benchmarks)
+ * uses only this header; no backend header is included above engine/.
+ *
+ * Backends: the CPU reference (engine/ref, exact and slow: the spec) and Vulkan (engine/vk). Both
+ * compute the same model; placement and budgets change speed, never a backend's output.
+ * Models: a Hugging Face checkpoint directory (config.json + safetensors) today; the expert store
+ * later, through the same call.
+ *
+ * Ownership: ms_engine_open returns an engine that owns the open files, the weights and the
+ * backend; ms_engine_close frees it, after every session made from it is freed. A session owns its
+ * KV state, its token history and its last logits.
+ * Threads: an engine may serve sessions on several threads (ms_session_create is thread-safe); one
+ * session is used by one thread at a time.
+ * Errors: 0 or a negative status (-MS_E_*, -errno); calls that can fail for a user-visible reason
+ * take an err buffer and fill it with what went wrong and what to do. A session call that fails
+ * leaves the session as it was.
+ */
+#ifndef MS_ENGINE_ENGINE_H
+#define MS_ENGINE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/model/config.h"
+
+typedef enum ms_backend {
+    MS_BACKEND_AUTO = 0, /* Vulkan where a usable device and the Vulkan forward pass exist, else CPU */
+    MS_BACKEND_CPU,      /* the CPU reference */
+    MS_BACKEND_VULKAN,
+} ms_backend;
+
+const char *ms_backend_name(ms_backend b); /* "auto", "cpu", "vulkan" */
+/* "auto", "cpu", "vulkan" -> 0 and *out; else -MS_E_NOT_FOUND. */
+int ms_backend_from_name(const char *name, ms_backend *out);
+
+/* Options; start from ms_engine_opts_default() (all-zero would mean device 0). */
+typedef struct ms_engine_opts {
+    ms_backend backend;
+    int32_t device_index;  /* Vulkan device; -1 = the best */
+    bool no_fake_quant;    /* diagnosis only: skip the two official fake-quant steps (the e4m3 KV
+                            * latent and the FP4 indexer q/k); the output is then not the model's */
+} ms_engine_opts;
+
+ms_engine_opts ms_engine_opts_default(void);
+
+typedef struct ms_engine ms_engine;
+typedef struct ms_session ms_session;
+
+/* Opens the model at path (a checkpoint directory): config.json validated, every tensor checked
+ * against it (all problems listed in err), weights bound. Returns 0, -MS_E_UNSUPPORTED (the
+ * backend asked for is not available here: err says why), -MS_E_FORMAT, -MS_E_NOMEM or -errno. */
+int ms_engine_open(const char *path, const ms_engine_opts *opts, ms_engine **out, char *err,
+                   size_t err_len);
+void ms_engine_close(ms_engine *e); /* NULL ok */
+
+const ms_v4_config *ms_engine_config(const ms_engine *e);
+ms_backend ms_engine_backend(const ms_engine *e); /* the one in use (never AUTO) */
+
+/* A session that can hold up to max_tokens positions. */
+int ms_session_create(ms_engine *e, uint32_t max_tokens, ms_session **out);
+void ms_session_free(ms_session *s); /* NULL ok */
+
+/* Appends n tokens at the session's position (prefill when n > 1, decode when n == 1); any split
+ * of a sequence into calls gives the same logits. logits: [n][vocab] for every position of the
+ * call, or NULL; either way the last position's logits are kept (ms_session_logits). Returns 0,
+ * -MS_E_INVALID_ARG (n == 0, a token id >= vocab_size), -MS_E_RANGE (the session would exceed
+ * max_tokens). */
+int ms_session_feed(ms_session *s, const uint32_t *tokens, uint32_t n, float *logits);
+
+/* The logits [vocab] after the last token fed; -MS_E_RANGE when nothing was fed. */
+int ms_session_logits(const ms_session *s, float *out);
+
+/* The k best token ids after the last token fed, best first (equal logits: lower id first),
+ * with their logits; k <= vocab_size. */
+int ms_session_top_k(const ms_session *s, uint32_t k, uint32_t *ids, float *logits);
+
+/* The same ranking for any logits[vocab] (NaN ranks last): ids[k], best first; O(vocab log k). */
+void ms_logits_top_k(const float *logits, uint32_t vocab, uint32_t k, uint32_t *ids);
+
+uint32_t ms_session_pos(const ms_session *s);
+uint32_t ms_session_max_tokens(const ms_session *s);
+
+/* Keeps the first n tokens (n <= pos) and drops the rest, as if only they had been fed; the last
+ * logits become those after token n-1 (none when n == 0). */
+int ms_session_truncate(ms_session *s, uint32_t n);
+void ms_session_reset(ms_session *s); /* truncate to 0 */
+
+/* Where the session first produced a NaN or infinity (the CPU reference tracks this; Vulkan:
+ * -MS_E_UNSUPPORTED). 0 and the position, layer (n_layers = the final head) and stage
+ * ("attention", "moe", "head"), or -MS_E_NOT_FOUND when every value so far was finite. */
+int ms_session_nonfinite(const ms_session *s, uint32_t *pos, uint32_t *layer, const char **stage);
+
+#endif

@@ -1,0 +1,44 @@
+/* engine/engine_internal.h — what engine.c shares with the backends (engine/backend_*.c). */
+#ifndef MS_ENGINE_ENGINE_INTERNAL_H
+#define MS_ENGINE_ENGINE_INTERNAL_H
+
+#include "engine/engine.h"
+#include "storage/safetensors.h"
+
+/* A backend: binds the checkpoint's weights and runs the forward pass. forward() writes n rows of
+ * logits [n][vocab]; the common code calls it with n <= MS_ENGINE_CHUNK when it only needs the
+ * last row (any split gives the same logits). */
+typedef struct ms_backend_ops {
+    ms_backend kind;
+    int (*model_open)(ms_engine *e, char *err, size_t err_len);
+    void (*model_close)(ms_engine *e);
+    int (*session_create)(ms_session *s);
+    void (*session_free)(ms_session *s);
+    int (*forward)(ms_session *s, const uint32_t *tokens, uint32_t n, float *logits);
+    void (*reset)(ms_session *s);
+    int (*nonfinite)(const ms_session *s, uint32_t *pos, uint32_t *layer, const char **stage);
+} ms_backend_ops;
+
+#define MS_ENGINE_CHUNK 16u /* tokens per forward call when only the last logits are wanted */
+
+struct ms_engine {
+    ms_engine_opts opts;
+    ms_v4_config cfg;
+    ms_st *st;                 /* the open checkpoint */
+    const ms_backend_ops *ops;
+    void *backend;             /* the backend's model */
+};
+
+struct ms_session {
+    ms_engine *e;
+    uint32_t max_tokens;
+    uint32_t *tokens;  /* [max_tokens] every token fed, for truncate */
+    uint32_t pos;
+    float *last;       /* [vocab] logits after token pos-1 (valid when pos > 0) */
+    float *scratch;    /* [MS_ENGINE_CHUNK][vocab] */
+    void *backend;     /* the backend's session */
+};
+
+extern const ms_backend_ops ms_backend_cpu_ops;
+
+#endif
