@@ -28,11 +28,15 @@
  * NMSE > 1e-3. */
 #define TOL_NMSE_GEMV 1e-9
 #define TOL_NMSE_RMSNORM 1e-10
+/* mHC: the GPU runs the sigmoids, softmax and Sinkhorn iterations in F32 where the reference uses
+ * double; observed NMSE ~1e-14 (lavapipe); a wrong stream index or a missed normalisation gives
+ * > 1e-3. */
+#define TOL_NMSE_HC 1e-9
 
 #define GUARD_WORD 0x5eedf00du
 #define MAX_N 8
 
-typedef enum op_kind { OP_GEMV, OP_RMSNORM } op_kind;
+typedef enum op_kind { OP_GEMV, OP_RMSNORM, OP_HC_PRE, OP_HC_HEAD, OP_HC_POST } op_kind;
 
 typedef struct test_case {
     op_kind op;
@@ -97,6 +101,18 @@ static const test_case k_cases[] = {
     {OP_RMSNORM, MS_WENC_F32, 0, 1, 3, 0, 0, 0, NULL},
     {OP_RMSNORM, MS_WENC_F32, 0, 1001, 2, 0, 0, 0, NULL},
     {OP_RMSNORM, MS_WENC_BF16, 0, 4096, 4, 0, 0, 1, "NaN/Inf"},
+    /* mHC: m = hc streams, k = dim, n = tokens, pad = Sinkhorn iterations. */
+    {OP_HC_PRE, MS_WENC_F32, 4, 7168, 1, 20, 0, 0, "V4-Pro hc_attn (decode)"},
+    {OP_HC_PRE, MS_WENC_F32, 4, 4096, 16, 20, 0, 0, "V4-Flash hc_ffn (prefill sub-batch)"},
+    {OP_HC_PRE, MS_WENC_F32, 2, 64, 3, 3, 0, 0, "tiny"},
+    {OP_HC_PRE, MS_WENC_F32, 16, 100, 2, 5, 0, 0, "hc 16 (the bound)"},
+    {OP_HC_PRE, MS_WENC_F32, 4, 512, 2, 20, 0, 1, "NaN/Inf"},
+    {OP_HC_HEAD, MS_WENC_F32, 4, 7168, 1, 0, 0, 0, "V4-Pro hc_head"},
+    {OP_HC_HEAD, MS_WENC_F32, 4, 4096, 9, 0, 0, 0, "V4-Flash hc_head, prefill"},
+    {OP_HC_POST, MS_WENC_F32, 4, 7168, 1, 0, 0, 0, "V4-Pro (decode)"},
+    {OP_HC_POST, MS_WENC_F32, 4, 4096, 16, 0, 0, 0, "V4-Flash (prefill sub-batch)"},
+    {OP_HC_POST, MS_WENC_F32, 3, 77, 5, 0, 0, 0, NULL},
+    {OP_HC_POST, MS_WENC_F32, 4, 512, 2, 0, 0, 1, "NaN/Inf"},
 };
 #define N_CASES (sizeof k_cases / sizeof k_cases[0])
 
@@ -129,6 +145,8 @@ static uint16_t f32_to_bf16(float f) { /* round to nearest even; inputs are fini
 
 static const char *op_name(const test_case *t) {
     if (t->op == OP_RMSNORM) return "rmsnorm";
+    if (t->op == OP_HC_PRE || t->op == OP_HC_HEAD) return "hc_pre";
+    if (t->op == OP_HC_POST) return "hc_post";
     switch (t->enc) {
     case MS_WENC_F32: return "gemv_f32";
     case MS_WENC_BF16: return "gemv_bf16";
@@ -399,6 +417,115 @@ out:
     ms_free(yr);
     ms_free(yg);
     ms_free(w);
+    return rc < 0 ? 1 : rc;
+}
+
+/* mHC pre (block or head mode) or post: inputs as the forward pass sees them, every output
+ * compared (pre: x, post and comb; head: x; post: h). */
+static int run_hc_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t seed, int verbose) {
+    const uint32_t hc = t->m, dim = t->k, n = t->n, iters = t->pad;
+    const bool head = t->op == OP_HC_HEAD, post_op = t->op == OP_HC_POST;
+    const uint32_t mix_n = head ? hc : (2 + hc) * hc;
+    const size_t nh = (size_t)n * hc * dim, nx = (size_t)n * dim;
+    /* outputs, each in its guarded buffer, compared as one array: pre: x | post | comb; head: x;
+     * post: h */
+    const size_t n_post = head || post_op ? 0 : (size_t)n * hc, n_comb = n_post * hc;
+    const size_t n_x = post_op ? nh : nx, n_out = n_x + n_post + n_comb;
+    float *h = ms_malloc(nh * 4), *mix = ms_malloc((size_t)n * mix_n * 4), *y = ms_malloc(nx * 4);
+    float *pw = ms_malloc((size_t)n * hc * 4), *cw = ms_malloc((size_t)n * hc * hc * 4);
+    float *ref = ms_malloc(n_out * 4), *gpu = ms_malloc(n_out * 4), scale[3], *base = ms_malloc(mix_n * 4);
+    int rc = h && mix && y && pw && cw && ref && gpu && base ? 0 : -MS_E_NOMEM;
+    if (rc) goto out;
+    for (size_t i = 0; i < nh; i++) h[i] = rng_uniform() * 2.0f;
+    for (size_t i = 0; i < (size_t)n * mix_n; i++) mix[i] = rng_uniform() * 3.0f;
+    for (size_t i = 0; i < nx; i++) y[i] = rng_uniform();
+    for (int i = 0; i < 3; i++) scale[i] = 0.5f + 0.5f * rng_uniform();
+    for (uint32_t i = 0; i < mix_n; i++) base[i] = rng_uniform();
+    /* post inputs: weights like the ones hc_pre makes (positive, comb columns summing near 1) */
+    for (size_t i = 0; i < (size_t)n * hc; i++) pw[i] = 1.0f + rng_uniform();
+    for (size_t i = 0; i < (size_t)n * hc * hc; i++) cw[i] = (1.0f + rng_uniform()) / (float)hc;
+    if (t->special) {
+        h[7] = NAN;                          /* token 0: NaN everywhere downstream */
+        if (n > 1) h[nh / n + 3] = INFINITY; /* token 1 */
+        if (post_op) y[nx - 1] = NAN;
+    }
+    const double hc_eps = 1e-6, rms_eps = 1e-6;
+    if (post_op)
+        ms_ref_hc_post(y, h, pw, cw, dim, hc, n, ref);
+    else
+        ms_ref_hc_pre(mix, h, scale, base, dim, hc, n, iters, hc_eps, rms_eps, head, ref,
+                      head ? NULL : ref + nx, head ? NULL : ref + nx + (size_t)n * hc);
+
+    ms_vk_buf hb = {0}, mb = {0}, sb = {0}, bb = {0}, yb = {0}, pb = {0}, cb = {0};
+    guarded ob = {0}, opb = {0}, ocb = {0};
+    rc = upload_new(vk, h, nh * 4, &hb);
+    if (!rc) rc = guarded_alloc(vk, n_x * 4, &ob);
+    if (!rc && n_post) rc = guarded_alloc(vk, n_post * 4, &opb);
+    if (!rc && n_post) rc = guarded_alloc(vk, n_comb * 4, &ocb);
+    if (!rc) rc = ms_vk_cmd_begin(cmd);
+    ms_vk_range o = guarded_range(&ob);
+    if (!rc && post_op) {
+        rc = upload_new(vk, y, nx * 4, &yb);
+        if (!rc) rc = upload_new(vk, pw, (size_t)n * hc * 4, &pb);
+        if (!rc) rc = upload_new(vk, cw, (size_t)n * hc * hc * 4, &cb);
+        if (!rc)
+            rc = ms_vk_rec_hc_post(cmd, ms_vk_buf_range(&yb, 0, nx * 4), ms_vk_buf_range(&hb, 0, nh * 4),
+                                   ms_vk_buf_range(&pb, 0, (size_t)n * hc * 4),
+                                   ms_vk_buf_range(&cb, 0, (size_t)n * hc * hc * 4), o, dim, hc, n);
+    } else if (!rc) {
+        rc = upload_new(vk, mix, (size_t)n * mix_n * 4, &mb);
+        if (!rc) rc = upload_new(vk, scale, 12, &sb);
+        if (!rc) rc = upload_new(vk, base, mix_n * 4, &bb);
+        ms_vk_range ox = o, op = n_post ? guarded_range(&opb) : o, oc = n_post ? guarded_range(&ocb) : o;
+        if (!rc)
+            rc = ms_vk_rec_hc_pre(cmd, ms_vk_buf_range(&mb, 0, (size_t)n * mix_n * 4),
+                                  ms_vk_buf_range(&hb, 0, nh * 4), ms_vk_buf_range(&sb, 0, 12),
+                                  ms_vk_buf_range(&bb, 0, mix_n * 4), ox, op, oc, dim, hc, n, iters,
+                                  (float)hc_eps, (float)rms_eps, head);
+    }
+    if (!rc) rc = ms_vk_cmd_end(cmd);
+    if (!rc) rc = ms_vk_cmd_run(cmd);
+    uint64_t damaged = 0, d2 = 0, d3 = 0;
+    if (!rc) rc = guarded_read(vk, &ob, gpu, &damaged);
+    if (!rc && n_post) rc = guarded_read(vk, &opb, gpu + n_x, &d2);
+    if (!rc && n_post) rc = guarded_read(vk, &ocb, gpu + n_x + n_post, &d3);
+    damaged += d2 + d3;
+    if (!rc) {
+        cmp_result cr;
+        compare(gpu, ref, (uint32_t)n_out, 1, (uint32_t)n_out, &cr);
+        int ok = cr.nmse <= TOL_NMSE_HC && cr.n_nonfinite_mismatch == 0 && damaged == 0;
+        if (!ok || verbose)
+            printf("  %-9s hc=%-2u dim=%-5u n=%-2u %s nmse=%.2e (tol %.0e) nan=%llu "
+                   "nonfinite_mismatch=%llu guard_damage=%llu  %s%s%s\n",
+                   op_name(t), hc, dim, n, head ? "head " : post_op ? "" : "block", cr.nmse,
+                   TOL_NMSE_HC, (unsigned long long)cr.n_nan,
+                   (unsigned long long)cr.n_nonfinite_mismatch, (unsigned long long)damaged,
+                   ok ? "ok" : "FAIL", t->note ? "  # " : "", t->note ? t->note : "");
+        if (!ok) printf("    repeat with: test_ops -o %s -s %llu\n", op_name(t), (unsigned long long)seed);
+        rc = ok ? 0 : 1;
+    } else {
+        printf("  %s hc=%u dim=%u n=%u  error: %s\n", op_name(t), hc, dim, n, ms_strerror(rc));
+        rc = 1;
+    }
+    ms_vk_buf_free(vk, &hb);
+    ms_vk_buf_free(vk, &mb);
+    ms_vk_buf_free(vk, &sb);
+    ms_vk_buf_free(vk, &bb);
+    ms_vk_buf_free(vk, &yb);
+    ms_vk_buf_free(vk, &pb);
+    ms_vk_buf_free(vk, &cb);
+    ms_vk_buf_free(vk, &ob.buf);
+    ms_vk_buf_free(vk, &opb.buf);
+    ms_vk_buf_free(vk, &ocb.buf);
+out:
+    ms_free(h);
+    ms_free(mix);
+    ms_free(y);
+    ms_free(pw);
+    ms_free(cw);
+    ms_free(ref);
+    ms_free(gpu);
+    ms_free(base);
     return rc < 0 ? 1 : rc;
 }
 
@@ -768,7 +895,9 @@ int main(int argc, char **argv) {
             if (only && strcmp(only, op_name(t)) != 0) continue;
             g_rng = seed ^ (0x100000001b3ull * (i + 1)); /* each case reproducible alone */
             uint64_t t0 = ms_time_ns();
-            int f = t->op == OP_GEMV ? run_gemv_case(vk, cmd, t, seed, verbose) : run_rmsnorm_case(vk, cmd, t, seed, verbose);
+            int f = t->op == OP_GEMV      ? run_gemv_case(vk, cmd, t, seed, verbose)
+                    : t->op == OP_RMSNORM ? run_rmsnorm_case(vk, cmd, t, seed, verbose)
+                                          : run_hc_case(vk, cmd, t, seed, verbose);
             if (ms_elapsed_ms(t0) > 2000) printf("    (%.1f s)\n", ms_elapsed_ms(t0) * 1e-3);
             fails += f;
             ran++;

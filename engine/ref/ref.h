@@ -14,6 +14,7 @@
 #ifndef MS_ENGINE_REF_H
 #define MS_ENGINE_REF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,6 +68,20 @@ void ms_ref_gemv(const ms_weight_view *w, const float *x, uint32_t x_stride, flo
  * x, y: [n_rows][dim] (may alias); w: [dim] in w_enc (MS_WENC_F32 or MS_WENC_BF16). */
 void ms_ref_rmsnorm(const float *x, const void *w, ms_wenc w_enc, float *y, uint32_t dim,
                     uint32_t n_rows, float eps);
+
+/* mHC pre after the mixing GEMV (shaders/hc.h), for n tokens: mixraw [n][mix_n] = fn @ h
+ * (mix_n = (2+hc)*hc, or hc when head), h [n][hc][dim], scale F32 [3] ([1] head) and base F32
+ * [mix_n] as stored in the checkpoint (any alignment). The mixes are scaled by
+ * 1/sqrt(mean(h^2) + rms_eps) and split into pre, post [n][hc] and the Sinkhorn-normalised
+ * comb [n][hc][hc] (head: sigmoid pre only; post and comb untouched, may be NULL); x [n][dim] =
+ * sum_c pre[c] h[c]. */
+void ms_ref_hc_pre(const float *mixraw, const float *h, const void *scale, const void *base,
+                   uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters, double hc_eps,
+                   double rms_eps, bool head, float *x, float *post, float *comb);
+/* mHC post: h[t][k][i] = post[t][k] y[t][i] + sum_j comb[t][j][k] res[t][j][i].
+ * y [n][dim], res [n][hc][dim], post [n][hc], comb [n][hc][hc]; h [n][hc][dim] (not res). */
+void ms_ref_hc_post(const float *y, const float *res, const float *post, const float *comb,
+                    uint32_t dim, uint32_t hc, uint32_t n, float *h);
 
 /* ---- DeepSeek-V4 forward pass (engine/ref/v4_*.c; V4_SPEC §3) ----
  *

@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "shaders/gemv.h"
+#include "shaders/hc.h"
 #include "shaders/rmsnorm.h"
 
 #define ROW_ALIGN 128u /* part boundaries: the FP8 scale block height */
@@ -455,4 +456,106 @@ int ms_vk_rec_rmsnorm(ms_vk_cmd *c, ms_vk_range x, ms_vk_range w, ms_wenc w_enc,
         return -MS_E_UNSUPPORTED;
     }
     return ms_vk_cmd_dispatch(c, pipe, b, 3, &pc, sizeof pc, gx, gy, 1);
+}
+
+/* ------------------------------------------------------------------ mHC */
+
+/* A 2-D grid of `groups` workgroups within the device limits: *gx x *gy >= groups. */
+static int grid_2d(const ms_vk_caps *caps, uint64_t groups, uint32_t *gx, uint32_t *gy) {
+    uint64_t x = groups < caps->max_workgroup_count[0] ? groups : caps->max_workgroup_count[0];
+    if (x == 0) x = 1;
+    uint64_t y = (groups + x - 1) / x;
+    if (y > caps->max_workgroup_count[1]) return -MS_E_UNSUPPORTED;
+    *gx = (uint32_t)x;
+    *gy = (uint32_t)y;
+    return 0;
+}
+
+static bool range_ok(ms_vk_range r, uint64_t need) { return r.buffer && r.size >= need; }
+
+int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_range scale,
+                     ms_vk_range base, ms_vk_range x, ms_vk_range post, ms_vk_range comb,
+                     uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters, float hc_eps,
+                     float rms_eps, bool head) {
+    if (!c) return -MS_E_INVALID_ARG;
+    ms_vk *vk = ms_vk_cmd_vk(c);
+    const ms_vk_caps *caps = ms_vk_get_caps(vk);
+    const uint64_t mix_n = head ? hc : (uint64_t)(2 + hc) * hc;
+    if (!dim || !hc || hc > MS_HC_MAX || !n || (!head && !sinkhorn_iters) ||
+        (uint64_t)n * hc * dim > 0xFFFFFFFFull || !range_ok(mixraw, 4 * mix_n * n) ||
+        !range_ok(h, 4ull * n * hc * dim) || !range_ok(scale, head ? 4 : 12) ||
+        !range_ok(base, 4 * mix_n) || !range_ok(x, 4ull * n * dim) ||
+        !range_ok(post, head ? 4 : 4ull * n * hc) || !range_ok(comb, head ? 4 : 4ull * n * hc * hc)) {
+        MS_LOGE("rec_hc_pre: %u tokens, hc %u, dim %u, %u Sinkhorn iterations: a range is too "
+                "small or a size out of range",
+                n, hc, dim, sinkhorn_iters);
+        return -MS_E_INVALID_ARG;
+    }
+    /* one workgroup per token; at least hc*hc invocations own the combination matrix */
+    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 256;
+    if (wg < hc * hc) wg = hc * hc;
+    if (wg > caps->max_workgroup_invocations) {
+        MS_LOGE("rec_hc_pre: hc %u needs %u invocations per workgroup; the device allows %u", hc,
+                wg, caps->max_workgroup_invocations);
+        return -MS_E_UNSUPPORTED;
+    }
+    uint32_t spec[MS_HC_PRE_N_SPEC];
+    spec[MS_HC_PRE_SPEC_WG] = wg;
+    spec[MS_HC_PRE_SPEC_HEAD] = head;
+    spec[MS_HC_PRE_SPEC_SG_MIN] = caps->subgroup_size_min;
+    ms_vk_pipeline *pipe;
+    int rc = ms_vk_pipeline_get(vk, "hc_pre", spec, MS_HC_PRE_N_SPEC, 0, &pipe);
+    if (rc) return rc;
+    ms_vk_range b[7];
+    b[MS_HC_PRE_BIND_MIX] = mixraw;
+    b[MS_HC_PRE_BIND_H] = h;
+    b[MS_HC_PRE_BIND_SCALE] = scale;
+    b[MS_HC_PRE_BIND_BASE] = base;
+    b[MS_HC_PRE_BIND_X] = x;
+    b[MS_HC_PRE_BIND_POST] = post;
+    b[MS_HC_PRE_BIND_COMB] = comb;
+    const ms_hc_pre_push pc = {.dim = dim, .hc = hc, .n = n, .sinkhorn_iters = sinkhorn_iters,
+                               .hc_eps = hc_eps, .rms_eps = rms_eps};
+    uint32_t gx, gy;
+    if ((rc = grid_2d(caps, n, &gx, &gy)) != 0) {
+        MS_LOGE("rec_hc_pre: %u tokens exceed the device grid", n);
+        return rc;
+    }
+    return ms_vk_cmd_dispatch(c, pipe, b, 7, &pc, sizeof pc, gx, gy, 1);
+}
+
+int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range post,
+                      ms_vk_range comb, ms_vk_range h, uint32_t dim, uint32_t hc, uint32_t n) {
+    if (!c) return -MS_E_INVALID_ARG;
+    ms_vk *vk = ms_vk_cmd_vk(c);
+    const ms_vk_caps *caps = ms_vk_get_caps(vk);
+    const uint64_t total = (uint64_t)n * hc * dim;
+    if (!dim || !hc || hc > MS_HC_MAX || !n || total > 0xFFFFFFFFull ||
+        !range_ok(y, 4ull * n * dim) || !range_ok(res, 4 * total) ||
+        !range_ok(post, 4ull * n * hc) || !range_ok(comb, 4ull * n * hc * hc) ||
+        !range_ok(h, 4 * total) ||
+        (res.buffer == h.buffer && res.offset < h.offset + h.size && h.offset < res.offset + res.size)) {
+        MS_LOGE("rec_hc_post: %u tokens, hc %u, dim %u: a range is too small, or h overlaps res",
+                n, hc, dim);
+        return -MS_E_INVALID_ARG;
+    }
+    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 256;
+    if (wg > caps->max_workgroup_invocations) wg = caps->max_workgroup_invocations;
+    uint32_t spec[MS_HC_POST_N_SPEC] = {wg};
+    ms_vk_pipeline *pipe;
+    int rc = ms_vk_pipeline_get(vk, "hc_post", spec, MS_HC_POST_N_SPEC, 0, &pipe);
+    if (rc) return rc;
+    ms_vk_range b[5];
+    b[MS_HC_POST_BIND_Y] = y;
+    b[MS_HC_POST_BIND_RES] = res;
+    b[MS_HC_POST_BIND_POST] = post;
+    b[MS_HC_POST_BIND_COMB] = comb;
+    b[MS_HC_POST_BIND_H] = h;
+    uint32_t gx, gy;
+    if ((rc = grid_2d(caps, (total + wg - 1) / wg, &gx, &gy)) != 0) {
+        MS_LOGE("rec_hc_post: %llu elements exceed the device grid", (unsigned long long)total);
+        return rc;
+    }
+    const ms_hc_post_push pc = {.dim = dim, .hc = hc, .n = n, .groups_x = gx};
+    return ms_vk_cmd_dispatch(c, pipe, b, 5, &pc, sizeof pc, gx, gy, 1);
 }

@@ -275,4 +275,16 @@ int ms_vk_rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t 
 int ms_vk_rec_rmsnorm(ms_vk_cmd *c, ms_vk_range x, ms_vk_range w, ms_wenc w_enc, ms_vk_range y,
                       uint32_t dim, uint32_t n_rows, float eps);
 
+/* mHC pre (shaders/hc.h) for n tokens after the mixing GEMV wrote mixraw [n][mix_n] (mix_n =
+ * (2+hc)*hc, or hc with head): h [n][hc][dim], scale F32 [3] ([1] head), base [mix_n];
+ * out x [n][dim], post [n][hc] and comb [n][hc][hc] (head: not written, any bound range). */
+int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_range scale,
+                     ms_vk_range base, ms_vk_range x, ms_vk_range post, ms_vk_range comb,
+                     uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters, float hc_eps,
+                     float rms_eps, bool head);
+
+/* mHC post: h [n][hc][dim] = post * y + comb^T res; y [n][dim], res [n][hc][dim] (not h). */
+int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range post,
+                      ms_vk_range comb, ms_vk_range h, uint32_t dim, uint32_t hc, uint32_t n);
+
 #endif

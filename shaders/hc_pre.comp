@@ -1,0 +1,115 @@
+// shaders/hc_pre.comp — mHC pre after the mixing GEMV: RMS-scaled mixes, sigmoid pre/post weights,
+// the Sinkhorn-normalised combination matrix, and the reduced sub-layer input (layout and maths:
+// shaders/hc.h; CPU reference ms_ref_hc_pre, engine/ref/hc.c). One workgroup per token.
+// The hc x hc matrix is small (16 entries in V4): invocation j*hc + k owns entry (j, k); row and
+// column sums go through shared memory, two barriers per Sinkhorn half-step, all in F32 where the
+// reference uses double (the error stays near F32 rounding: docs/testing.md).
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+
+#include "hc.h"
+
+layout(constant_id = MS_HC_PRE_SPEC_WG) const uint WG = 256;
+layout(constant_id = MS_HC_PRE_SPEC_HEAD) const uint HEAD = 0;
+layout(constant_id = MS_HC_PRE_SPEC_SG_MIN) const uint SG_MIN = 4;
+layout(local_size_x_id = MS_HC_PRE_SPEC_WG) in;
+
+layout(push_constant) uniform Push { ms_hc_pre_push p; };
+
+layout(set = 0, binding = MS_HC_PRE_BIND_MIX, std430) readonly buffer Mbuf { float mixraw[]; };
+layout(set = 0, binding = MS_HC_PRE_BIND_H, std430) readonly buffer Hbuf { float hs[]; };
+layout(set = 0, binding = MS_HC_PRE_BIND_SCALE, std430) readonly buffer Sbuf { float scale[]; };
+layout(set = 0, binding = MS_HC_PRE_BIND_BASE, std430) readonly buffer Bbuf { float base[]; };
+layout(set = 0, binding = MS_HC_PRE_BIND_X, std430) writeonly buffer Xbuf { float xs[]; };
+layout(set = 0, binding = MS_HC_PRE_BIND_POST, std430) writeonly buffer Pbuf { float posts[]; };
+layout(set = 0, binding = MS_HC_PRE_BIND_COMB, std430) writeonly buffer Cbuf { float combs[]; };
+
+const uint NSG_MAX = (WG + SG_MIN - 1u) / SG_MIN;
+shared float red[NSG_MAX];
+shared float pre_s[MS_HC_MAX];
+shared float c_s[MS_HC_MAX * MS_HC_MAX];
+shared float sum_s[MS_HC_MAX];
+shared float mx_s[MS_HC_MAX];
+
+float sigmoid(float v) { return 1.0 / (1.0 + exp(-v)); }
+
+void main() {
+    const uint t = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    if (t >= p.n) return; // whole workgroup
+    const uint tid = gl_LocalInvocationID.x, hc = p.hc, k_all = hc * p.dim;
+    const uint hb = t * k_all;
+    const uint mix_n = HEAD != 0u ? hc : (2u + hc) * hc;
+
+    float ss = 0.0;
+    for (uint i = tid; i < k_all; i += WG) ss = fma(hs[hb + i], hs[hb + i], ss);
+    ss = subgroupAdd(ss);
+    if (subgroupElect()) red[gl_SubgroupID] = ss;
+    barrier();
+    float tot = 0.0;
+    for (uint g = 0u; g < gl_NumSubgroups; g++) tot += red[g];
+    const float rs = 1.0 / sqrt(tot / float(k_all) + p.rms_eps);
+
+    if (tid < hc) {
+        const float m = mixraw[t * mix_n + tid] * rs;
+        pre_s[tid] = sigmoid(m * scale[0] + base[tid]) + p.hc_eps;
+        if (HEAD == 0u) {
+            const float mp = mixraw[t * mix_n + hc + tid] * rs;
+            posts[t * hc + tid] = 2.0 * sigmoid(mp * scale[1] + base[hc + tid]);
+        }
+    }
+    if (HEAD == 0u) {
+        const bool own = tid < hc * hc;
+        const uint j = own ? tid / hc : 0u, k = own ? tid - j * hc : 0u;
+        float v = 0.0;
+        if (own) v = mixraw[t * mix_n + 2u * hc + tid] * rs * scale[2] + base[2u * hc + tid];
+        // row softmax (+eps): row max and sum by the row's first invocation
+        if (own) c_s[tid] = v;
+        barrier();
+        if (own && k == 0u) {
+            float mx = c_s[j * hc];
+            for (uint q = 1u; q < hc; q++) mx = max(mx, c_s[j * hc + q]);
+            float s = 0.0;
+            for (uint q = 0u; q < hc; q++) s += exp(c_s[j * hc + q] - mx);
+            mx_s[j] = mx;
+            sum_s[j] = s;
+        }
+        barrier();
+        if (own) v = exp(v - mx_s[j]) / sum_s[j] + p.hc_eps;
+        barrier();
+        // column normalisation first, then (iters - 1) rounds of row, then column
+        for (uint it = 0u; it < p.sinkhorn_iters; it++) {
+            if (it > 0u) {
+                if (own) c_s[tid] = v;
+                barrier();
+                if (own && k == 0u) {
+                    float s = 0.0;
+                    for (uint q = 0u; q < hc; q++) s += c_s[j * hc + q];
+                    sum_s[j] = s;
+                }
+                barrier();
+                if (own) v = v / (sum_s[j] + p.hc_eps);
+                barrier();
+            }
+            if (own) c_s[tid] = v;
+            barrier();
+            if (own && j == 0u) {
+                float s = 0.0;
+                for (uint q = 0u; q < hc; q++) s += c_s[q * hc + k];
+                sum_s[k] = s;
+            }
+            barrier();
+            if (own) v = v / (sum_s[k] + p.hc_eps);
+            barrier();
+        }
+        if (own) combs[t * hc * hc + tid] = v;
+    }
+    barrier();
+
+    for (uint i = tid; i < p.dim; i += WG) {
+        float acc = 0.0;
+        for (uint c = 0u; c < hc; c++) acc = fma(pre_s[c], hs[hb + c * p.dim + i], acc);
+        xs[t * p.dim + i] = acc;
+    }
+}
