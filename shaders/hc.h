@@ -12,8 +12,11 @@
  * hc_post, one invocation per (t, k, i):
  *   h[t][k][i] = post[t][k] y[t][i] + sum_j comb[t][j][k] res[t][j][i]
  *
+ * hc_embed, one invocation per (t, c, i): h[t][c][i] = embed[tokens[t]][i] (BF16 -> F32, every
+ *   stream the same; a token id >= vocab writes NaN, which the host never lets happen).
+ *
  * Specialization constants (hc_pre): 0 WG (>= hc*hc), 1 HEAD (0 block, 1 head), 2 SG_MIN.
- * hc_post: 0 WG.
+ * hc_post, hc_embed: 0 WG.
  */
 #ifndef MS_SHADERS_HC_H
 #define MS_SHADERS_HC_H
@@ -60,7 +63,20 @@ MS_STRUCT_BEGIN(ms_hc_post_push)
     MS_U32 groups_x; /* workgroups per grid row (the 2-D grid is linearised) */
 MS_STRUCT_END(ms_hc_post_push)
 
+#define MS_HC_EMBED_BIND_TOK 0   /* U32 [n] token ids */
+#define MS_HC_EMBED_BIND_EMBED 1 /* BF16 [vocab][dim] */
+#define MS_HC_EMBED_BIND_H 2     /* F32 [n][hc][dim] */
+
+MS_STRUCT_BEGIN(ms_hc_embed_push)
+    MS_U32 dim;
+    MS_U32 hc;
+    MS_U32 n;
+    MS_U32 groups_x;
+    MS_U32 vocab;
+MS_STRUCT_END(ms_hc_embed_push)
+
 #ifndef MS_GLSL
+_Static_assert(sizeof(ms_hc_embed_push) == 20, "ms_hc_embed_push must match its GLSL std430 layout");
 _Static_assert(sizeof(ms_hc_pre_push) == 24, "ms_hc_pre_push must match its GLSL std430 layout");
 _Static_assert(sizeof(ms_hc_post_push) == 16, "ms_hc_post_push must match its GLSL std430 layout");
 #endif

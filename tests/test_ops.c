@@ -36,7 +36,7 @@
 #define GUARD_WORD 0x5eedf00du
 #define MAX_N 8
 
-typedef enum op_kind { OP_GEMV, OP_RMSNORM, OP_HC_PRE, OP_HC_HEAD, OP_HC_POST } op_kind;
+typedef enum op_kind { OP_GEMV, OP_RMSNORM, OP_HC_PRE, OP_HC_HEAD, OP_HC_POST, OP_HC_EMBED } op_kind;
 
 typedef struct test_case {
     op_kind op;
@@ -113,6 +113,10 @@ static const test_case k_cases[] = {
     {OP_HC_POST, MS_WENC_F32, 4, 4096, 16, 0, 0, 0, "V4-Flash (prefill sub-batch)"},
     {OP_HC_POST, MS_WENC_F32, 3, 77, 5, 0, 0, 0, NULL},
     {OP_HC_POST, MS_WENC_F32, 4, 512, 2, 0, 0, 1, "NaN/Inf"},
+    /* embedding into the streams: m = hc, k = dim, n = tokens, pad = vocab */
+    {OP_HC_EMBED, MS_WENC_BF16, 4, 7168, 1, 300, 0, 0, "V4-Pro dim (decode)"},
+    {OP_HC_EMBED, MS_WENC_BF16, 4, 4096, 16, 1000, 0, 0, "V4-Flash dim (prefill sub-batch)"},
+    {OP_HC_EMBED, MS_WENC_BF16, 3, 33, 5, 7, 0, 1, "a token id >= vocab gives NaN rows"},
 };
 #define N_CASES (sizeof k_cases / sizeof k_cases[0])
 
@@ -147,6 +151,7 @@ static const char *op_name(const test_case *t) {
     if (t->op == OP_RMSNORM) return "rmsnorm";
     if (t->op == OP_HC_PRE || t->op == OP_HC_HEAD) return "hc_pre";
     if (t->op == OP_HC_POST) return "hc_post";
+    if (t->op == OP_HC_EMBED) return "hc_embed";
     switch (t->enc) {
     case MS_WENC_F32: return "gemv_f32";
     case MS_WENC_BF16: return "gemv_bf16";
@@ -529,6 +534,61 @@ out:
     return rc < 0 ? 1 : rc;
 }
 
+static int run_hc_embed_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t seed,
+                             int verbose) {
+    const uint32_t hc = t->m, dim = t->k, n = t->n, vocab = t->pad;
+    const size_t nh = (size_t)n * hc * dim, ne = (size_t)vocab * dim;
+    uint16_t *emb = ms_malloc(ne * 2);
+    uint32_t *tok = ms_malloc((size_t)n * 4);
+    float *ref = ms_malloc(nh * 4), *gpu = ms_malloc(nh * 4);
+    int rc = emb && tok && ref && gpu ? 0 : -MS_E_NOMEM;
+    if (rc) goto out;
+    for (size_t i = 0; i < ne; i++) emb[i] = f32_to_bf16(rng_uniform());
+    for (uint32_t i = 0; i < n; i++) tok[i] = (uint32_t)(rng_next() % vocab);
+    if (t->special) tok[n - 1] = vocab;
+    ms_ref_hc_embed(emb, vocab, tok, dim, hc, n, ref);
+    ms_vk_buf tb = {0}, eb = {0};
+    guarded hb = {0};
+    rc = upload_new(vk, tok, (size_t)n * 4, &tb);
+    if (!rc) rc = upload_new(vk, emb, ne * 2, &eb);
+    if (!rc) rc = guarded_alloc(vk, nh * 4, &hb);
+    if (!rc) rc = ms_vk_cmd_begin(cmd);
+    if (!rc)
+        rc = ms_vk_rec_hc_embed(cmd, ms_vk_buf_range(&tb, 0, (size_t)n * 4),
+                                ms_vk_buf_range(&eb, 0, ne * 2), guarded_range(&hb), vocab, dim,
+                                hc, n);
+    if (!rc) rc = ms_vk_cmd_end(cmd);
+    if (!rc) rc = ms_vk_cmd_run(cmd);
+    uint64_t damaged = 0;
+    if (!rc) rc = guarded_read(vk, &hb, gpu, &damaged);
+    if (!rc) {
+        cmp_result cr;
+        compare(gpu, ref, (uint32_t)nh, 1, (uint32_t)nh, &cr);
+        /* a copy: exact, not merely close */
+        int ok = cr.nmse == 0 && cr.n_nonfinite_mismatch == 0 && damaged == 0;
+        if (!ok || verbose)
+            printf("  %-9s hc=%-2u dim=%-5u n=%-2u vocab=%u nmse=%.2e (exact) nan=%llu "
+                   "nonfinite_mismatch=%llu guard_damage=%llu  %s%s%s\n",
+                   op_name(t), hc, dim, n, vocab, cr.nmse, (unsigned long long)cr.n_nan,
+                   (unsigned long long)cr.n_nonfinite_mismatch, (unsigned long long)damaged,
+                   ok ? "ok" : "FAIL", t->note ? "  # " : "", t->note ? t->note : "");
+        if (!ok) printf("    repeat with: test_ops -o hc_embed -s %llu\n", (unsigned long long)seed);
+        rc = ok ? 0 : 1;
+    } else {
+        printf("  hc_embed hc=%u dim=%u n=%u  error: %s\n", hc, dim, n, ms_strerror(rc));
+        rc = 1;
+    }
+    ms_vk_buf_free(vk, &tb);
+    ms_vk_buf_free(vk, &eb);
+    ms_vk_buf_free(vk, &hb.buf);
+out:
+    ms_free(emb);
+    ms_free(tok);
+    ms_free(ref);
+    ms_free(gpu);
+    return rc < 0 ? 1 : rc;
+}
+
 /* Bad arguments must come back as errors, never crash or record garbage. */
 static int run_error_cases(ms_vk *vk, ms_vk_cmd *cmd) {
     int fails = 0;
@@ -897,6 +957,7 @@ int main(int argc, char **argv) {
             uint64_t t0 = ms_time_ns();
             int f = t->op == OP_GEMV      ? run_gemv_case(vk, cmd, t, seed, verbose)
                     : t->op == OP_RMSNORM ? run_rmsnorm_case(vk, cmd, t, seed, verbose)
+                    : t->op == OP_HC_EMBED ? run_hc_embed_case(vk, cmd, t, seed, verbose)
                                           : run_hc_case(vk, cmd, t, seed, verbose);
             if (ms_elapsed_ms(t0) > 2000) printf("    (%.1f s)\n", ms_elapsed_ms(t0) * 1e-3);
             fails += f;

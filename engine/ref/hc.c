@@ -55,3 +55,18 @@ void ms_ref_hc_post(const float *y, const float *res, const float *post, const f
             }
     }
 }
+
+void ms_ref_hc_embed(const void *embed, uint32_t vocab, const uint32_t *tokens, uint32_t dim,
+                     uint32_t hc, uint32_t n, float *h) {
+    for (uint32_t t = 0; t < n; t++)
+        for (uint32_t c = 0; c < hc; c++)
+            for (uint32_t i = 0; i < dim; i++) {
+                float v = NAN;
+                if (tokens[t] < vocab) {
+                    uint16_t b;
+                    memcpy(&b, (const unsigned char *)embed + 2 * ((size_t)tokens[t] * dim + i), 2);
+                    v = ms_ref_bf16_to_f32(b);
+                }
+                h[((size_t)t * hc + c) * dim + i] = v;
+            }
+}

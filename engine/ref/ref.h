@@ -78,6 +78,10 @@ void ms_ref_rmsnorm(const float *x, const void *w, ms_wenc w_enc, float *y, uint
 void ms_ref_hc_pre(const float *mixraw, const float *h, const void *scale, const void *base,
                    uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters, double hc_eps,
                    double rms_eps, bool head, float *x, float *post, float *comb);
+/* Embedding into the streams: h[t][c][i] = embed[tokens[t]][i] for every stream c. embed: BF16
+ * [vocab][dim] checkpoint bytes; tokens[n] < vocab (NaN rows otherwise, as the shader). */
+void ms_ref_hc_embed(const void *embed, uint32_t vocab, const uint32_t *tokens, uint32_t dim,
+                     uint32_t hc, uint32_t n, float *h);
 /* mHC post: h[t][k][i] = post[t][k] y[t][i] + sum_j comb[t][j][k] res[t][j][i].
  * y [n][dim], res [n][hc][dim], post [n][hc], comb [n][hc][hc]; h [n][hc][dim] (not res). */
 void ms_ref_hc_post(const float *y, const float *res, const float *post, const float *comb,

@@ -559,3 +559,38 @@ int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range 
     const ms_hc_post_push pc = {.dim = dim, .hc = hc, .n = n, .groups_x = gx};
     return ms_vk_cmd_dispatch(c, pipe, b, 5, &pc, sizeof pc, gx, gy, 1);
 }
+
+int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_vk_range h,
+                       uint32_t vocab, uint32_t dim, uint32_t hc, uint32_t n) {
+    if (!c) return -MS_E_INVALID_ARG;
+    ms_vk *vk = ms_vk_cmd_vk(c);
+    const ms_vk_caps *caps = ms_vk_get_caps(vk);
+    const uint64_t total = (uint64_t)n * hc * dim;
+    if (!dim || !hc || hc > MS_HC_MAX || !n || !vocab || total > 0xFFFFFFFFull ||
+        (uint64_t)vocab * dim > 0xFFFFFFFFull || !range_ok(tokens, 4ull * n) ||
+        !range_ok(embed, 2ull * vocab * dim) || !range_ok(h, 4 * total)) {
+        MS_LOGE("rec_hc_embed: %u tokens, vocab %u, dim %u, hc %u: a range is too small or a "
+                "size out of range",
+                n, vocab, dim, hc);
+        return -MS_E_INVALID_ARG;
+    }
+    if (!caps->storage_16bit) {
+        MS_LOGE("rec_hc_embed: the BF16 embedding needs 16-bit storage access, which this device "
+                "lacks");
+        return -MS_E_UNSUPPORTED;
+    }
+    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 256;
+    if (wg > caps->max_workgroup_invocations) wg = caps->max_workgroup_invocations;
+    uint32_t spec[MS_HC_POST_N_SPEC] = {wg};
+    ms_vk_pipeline *pipe;
+    int rc = ms_vk_pipeline_get(vk, "hc_embed", spec, MS_HC_POST_N_SPEC, 0, &pipe);
+    if (rc) return rc;
+    ms_vk_range b[3];
+    b[MS_HC_EMBED_BIND_TOK] = tokens;
+    b[MS_HC_EMBED_BIND_EMBED] = embed;
+    b[MS_HC_EMBED_BIND_H] = h;
+    uint32_t gx, gy;
+    if ((rc = grid_2d(caps, (total + wg - 1) / wg, &gx, &gy)) != 0) return rc;
+    const ms_hc_embed_push pc = {.dim = dim, .hc = hc, .n = n, .groups_x = gx, .vocab = vocab};
+    return ms_vk_cmd_dispatch(c, pipe, b, 3, &pc, sizeof pc, gx, gy, 1);
+}

@@ -283,6 +283,10 @@ int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_rang
                      uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters, float hc_eps,
                      float rms_eps, bool head);
 
+/* Embedding into the hc streams: tokens U32 [n], embed BF16 [vocab][dim], h [n][hc][dim]. */
+int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_vk_range h,
+                       uint32_t vocab, uint32_t dim, uint32_t hc, uint32_t n);
+
 /* mHC post: h [n][hc][dim] = post * y + comb^T res; y [n][dim], res [n][hc][dim] (not h). */
 int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range post,
                       ms_vk_range comb, ms_vk_range h, uint32_t dim, uint32_t hc, uint32_t n);
