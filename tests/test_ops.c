@@ -32,11 +32,14 @@
  * double; observed NMSE ~1e-14 (lavapipe); a wrong stream index or a missed normalisation gives
  * > 1e-3. */
 #define TOL_NMSE_HC 1e-9
+/* RoPE: cos/sin are F32 on both sides; the GPU rounds -b*s before its FMA, the reference sums in
+ * double: ~1 ulp per element, NMSE ~1e-15. */
+#define TOL_NMSE_ROPE 1e-12
 
 #define GUARD_WORD 0x5eedf00du
 #define MAX_N 8
 
-typedef enum op_kind { OP_GEMV, OP_RMSNORM, OP_HC_PRE, OP_HC_HEAD, OP_HC_POST, OP_HC_EMBED } op_kind;
+typedef enum op_kind { OP_GEMV, OP_RMSNORM, OP_HC_PRE, OP_HC_HEAD, OP_HC_POST, OP_HC_EMBED, OP_ROPE } op_kind;
 
 typedef struct test_case {
     op_kind op;
@@ -117,6 +120,14 @@ static const test_case k_cases[] = {
     {OP_HC_EMBED, MS_WENC_BF16, 4, 7168, 1, 300, 0, 0, "V4-Pro dim (decode)"},
     {OP_HC_EMBED, MS_WENC_BF16, 4, 4096, 16, 1000, 0, 0, "V4-Flash dim (prefill sub-batch)"},
     {OP_HC_EMBED, MS_WENC_BF16, 3, 33, 5, 7, 0, 1, "a token id >= vocab gives NaN rows"},
+    /* RoPE: m = heads, k = head_dim, n = tokens, pad = rope_dim; special bit 1 RMS, bit 2
+     * inverse, bit 4 NaN; the rotated part is the last rope_dim dims (V4), positions near 10^6 */
+    {OP_ROPE, MS_WENC_F32, 128, 512, 1, 64, 0, 1, "V4-Pro queries: per-head RMS + RoPE"},
+    {OP_ROPE, MS_WENC_F32, 64, 512, 16, 64, 0, 1, "V4-Flash queries, prefill sub-batch"},
+    {OP_ROPE, MS_WENC_F32, 1, 512, 16, 64, 0, 0, "the KV latent"},
+    {OP_ROPE, MS_WENC_F32, 128, 512, 2, 64, 0, 2, "inverse on the attention output"},
+    {OP_ROPE, MS_WENC_F32, 64, 128, 3, 64, 0, 0, "indexer queries"},
+    {OP_ROPE, MS_WENC_F32, 3, 10, 2, 4, 0, 5, "NaN"},
 };
 #define N_CASES (sizeof k_cases / sizeof k_cases[0])
 
@@ -152,6 +163,7 @@ static const char *op_name(const test_case *t) {
     if (t->op == OP_HC_PRE || t->op == OP_HC_HEAD) return "hc_pre";
     if (t->op == OP_HC_POST) return "hc_post";
     if (t->op == OP_HC_EMBED) return "hc_embed";
+    if (t->op == OP_ROPE) return "rope";
     switch (t->enc) {
     case MS_WENC_F32: return "gemv_f32";
     case MS_WENC_BF16: return "gemv_bf16";
@@ -589,6 +601,69 @@ out:
     return rc < 0 ? 1 : rc;
 }
 
+static int run_rope_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t seed, int verbose) {
+    const uint32_t H = t->m, hd = t->k, n = t->n, rd = t->pad, off = hd - rd;
+    const bool rms = t->special & 1, inverse = t->special & 2, nan = t->special & 4;
+    const uint32_t hs = hd + 3, ts = H * hs + 5; /* padded strides: untouched gaps */
+    const size_t nx = (size_t)n * ts;
+    float *x = ms_malloc(nx * 4), *ref = ms_malloc(nx * 4), *gpu = ms_malloc(nx * 4);
+    float *cs = ms_malloc((size_t)n * rd * 4);
+    double freq[512];
+    int rc = x && ref && gpu && cs && rd / 2 <= 512 ? 0 : -MS_E_NOMEM;
+    if (rc) goto out;
+    for (size_t i = 0; i < nx; i++) x[i] = rng_uniform() * 2.0f;
+    if (nan) x[1] = NAN;
+    for (uint32_t i = 0; i < rd / 2; i++) freq[i] = pow(160000.0, -(2.0 * i) / rd);
+    for (uint32_t p = 0; p < n; p++)
+        ms_ref_rope_table(freq, rd, 1000000u - 37u + 13u * p, cs + (size_t)p * rd);
+    memcpy(ref, x, nx * 4);
+    ms_ref_rope(ref, n, H, hd, hs, ts, off, rd, cs, rms, 1e-6f, inverse);
+    ms_vk_buf xb = {0}, cb = {0};
+    rc = upload_new(vk, x, nx * 4, &xb);
+    if (!rc) rc = upload_new(vk, cs, (size_t)n * rd * 4, &cb);
+    if (!rc) rc = ms_vk_cmd_begin(cmd);
+    if (!rc)
+        rc = ms_vk_rec_rope(cmd, ms_vk_buf_range(&xb, 0, nx * 4),
+                            ms_vk_buf_range(&cb, 0, (size_t)n * rd * 4), n, H, hd, hs, ts, off, rd,
+                            rms, 1e-6f, inverse);
+    if (!rc) rc = ms_vk_cmd_end(cmd);
+    if (!rc) rc = ms_vk_cmd_run(cmd);
+    if (!rc) rc = ms_vk_download(vk, &xb, 0, gpu, nx * 4);
+    if (!rc) {
+        cmp_result cr;
+        compare(gpu, ref, (uint32_t)nx, 1, (uint32_t)nx, &cr);
+        uint64_t gaps = 0; /* stride padding must be untouched */
+        for (uint32_t p = 0; p < n; p++)
+            for (uint32_t e = 0; e < ts; e++) {
+                uint32_t h = e / hs, i = e % hs;
+                if (h < H && i < hd) continue;
+                size_t j = (size_t)p * ts + e;
+                gaps += memcmp(&gpu[j], &x[j], 4) != 0;
+            }
+        int ok = cr.nmse <= TOL_NMSE_ROPE && cr.n_nonfinite_mismatch == 0 && gaps == 0;
+        if (!ok || verbose)
+            printf("  %-9s heads=%-3u head_dim=%-4u n=%-2u rope=%-3u %s%s nmse=%.2e (tol %.0e) "
+                   "nan=%llu nonfinite_mismatch=%llu gaps_changed=%llu  %s%s%s\n",
+                   op_name(t), H, hd, n, rd, rms ? "rms " : "", inverse ? "inverse " : "", cr.nmse,
+                   TOL_NMSE_ROPE, (unsigned long long)cr.n_nan,
+                   (unsigned long long)cr.n_nonfinite_mismatch, (unsigned long long)gaps,
+                   ok ? "ok" : "FAIL", t->note ? "  # " : "", t->note ? t->note : "");
+        if (!ok) printf("    repeat with: test_ops -o rope -s %llu\n", (unsigned long long)seed);
+        rc = ok ? 0 : 1;
+    } else {
+        printf("  rope heads=%u n=%u  error: %s\n", H, n, ms_strerror(rc));
+        rc = 1;
+    }
+    ms_vk_buf_free(vk, &xb);
+    ms_vk_buf_free(vk, &cb);
+out:
+    ms_free(x);
+    ms_free(ref);
+    ms_free(gpu);
+    ms_free(cs);
+    return rc < 0 ? 1 : rc;
+}
+
 /* Bad arguments must come back as errors, never crash or record garbage. */
 static int run_error_cases(ms_vk *vk, ms_vk_cmd *cmd) {
     int fails = 0;
@@ -958,6 +1033,7 @@ int main(int argc, char **argv) {
             int f = t->op == OP_GEMV      ? run_gemv_case(vk, cmd, t, seed, verbose)
                     : t->op == OP_RMSNORM ? run_rmsnorm_case(vk, cmd, t, seed, verbose)
                     : t->op == OP_HC_EMBED ? run_hc_embed_case(vk, cmd, t, seed, verbose)
+                    : t->op == OP_ROPE    ? run_rope_case(vk, cmd, t, seed, verbose)
                                           : run_hc_case(vk, cmd, t, seed, verbose);
             if (ms_elapsed_ms(t0) > 2000) printf("    (%.1f s)\n", ms_elapsed_ms(t0) * 1e-3);
             fails += f;

@@ -78,6 +78,16 @@ void ms_ref_rmsnorm(const float *x, const void *w, ms_wenc w_enc, float *y, uint
 void ms_ref_hc_pre(const float *mixraw, const float *h, const void *scale, const void *base,
                    uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters, double hc_eps,
                    double rms_eps, bool head, float *x, float *post, float *comb);
+/* cos and sin of pos * freq[i] for i < rope_dim/2, computed in double, stored as F32 pairs
+ * cs[rope_dim/2][2]: the table shaders/rope.comp rotates with. */
+void ms_ref_rope_table(const double *freq, uint32_t rope_dim, uint64_t pos, float *cs);
+/* In place on x: for token t < n and head h < n_heads, the head at t*token_stride + h*head_stride;
+ * with rms, v *= 1/sqrt(mean over head_dim of v^2 + eps) first; then pairs (v[off+2i],
+ * v[off+2i+1]) rotate by cs[t][i] (conjugate when inverse). cs: [n][rope_dim/2][2]. */
+void ms_ref_rope(float *x, uint32_t n, uint32_t n_heads, uint32_t head_dim, uint32_t head_stride,
+                 uint32_t token_stride, uint32_t off, uint32_t rope_dim, const float *cs,
+                 bool rms, float eps, bool inverse);
+
 /* Embedding into the streams: h[t][c][i] = embed[tokens[t]][i] for every stream c. embed: BF16
  * [vocab][dim] checkpoint bytes; tokens[n] < vocab (NaN rows otherwise, as the shader). */
 void ms_ref_hc_embed(const void *embed, uint32_t vocab, const uint32_t *tokens, uint32_t dim,

@@ -14,6 +14,7 @@
 #include "shaders/gemv.h"
 #include "shaders/hc.h"
 #include "shaders/rmsnorm.h"
+#include "shaders/rope.h"
 
 #define ROW_ALIGN 128u /* part boundaries: the FP8 scale block height */
 
@@ -593,4 +594,45 @@ int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_v
     if ((rc = grid_2d(caps, (total + wg - 1) / wg, &gx, &gy)) != 0) return rc;
     const ms_hc_embed_push pc = {.dim = dim, .hc = hc, .n = n, .groups_x = gx, .vocab = vocab};
     return ms_vk_cmd_dispatch(c, pipe, b, 3, &pc, sizeof pc, gx, gy, 1);
+}
+
+/* ------------------------------------------------------------------ RoPE */
+
+int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint32_t n_heads,
+                   uint32_t head_dim, uint32_t head_stride, uint32_t token_stride, uint32_t off,
+                   uint32_t rope_dim, bool rms, float eps, bool inverse) {
+    if (!c) return -MS_E_INVALID_ARG;
+    ms_vk *vk = ms_vk_cmd_vk(c);
+    const ms_vk_caps *caps = ms_vk_get_caps(vk);
+    /* the last element touched: the last head of the last token */
+    const uint64_t last = (uint64_t)(n ? n - 1 : 0) * token_stride +
+                          (uint64_t)(n_heads ? n_heads - 1 : 0) * head_stride + head_dim;
+    if (!n || !n_heads || !head_dim || !rope_dim || rope_dim % 2 || off + rope_dim > head_dim ||
+        (n_heads > 1 && head_stride < head_dim) || last > 0xFFFFFFFFull ||
+        (uint64_t)n * n_heads > 0xFFFFFFFFull || !range_ok(x, 4 * last) ||
+        !range_ok(cs, 4ull * n * rope_dim)) {
+        MS_LOGE("rec_rope: %u tokens x %u heads of %u (stride %u, token stride %u), rotating "
+                "[%u, %u): a range is too small or the layout is invalid",
+                n, n_heads, head_dim, head_stride, token_stride, off, off + rope_dim);
+        return -MS_E_INVALID_ARG;
+    }
+    uint32_t wg = 64;
+    if (wg > caps->max_workgroup_invocations) wg = caps->max_workgroup_invocations;
+    uint32_t spec[MS_ROPE_N_SPEC];
+    spec[MS_ROPE_SPEC_WG] = wg;
+    spec[MS_ROPE_SPEC_RMS] = rms;
+    spec[MS_ROPE_SPEC_INVERSE] = inverse;
+    spec[MS_ROPE_SPEC_SG_MIN] = caps->subgroup_size_min;
+    ms_vk_pipeline *pipe;
+    int rc = ms_vk_pipeline_get(vk, "rope", spec, MS_ROPE_N_SPEC, 0, &pipe);
+    if (rc) return rc;
+    ms_vk_range b[2];
+    b[MS_ROPE_BIND_X] = x;
+    b[MS_ROPE_BIND_CS] = cs;
+    uint32_t gx, gy;
+    if ((rc = grid_2d(caps, (uint64_t)n * n_heads, &gx, &gy)) != 0) return rc;
+    const ms_rope_push pc = {.n = n, .n_heads = n_heads, .head_dim = head_dim,
+                             .head_stride = head_stride, .token_stride = token_stride, .off = off,
+                             .rope_dim = rope_dim, .groups_x = gx, .eps = eps};
+    return ms_vk_cmd_dispatch(c, pipe, b, 2, &pc, sizeof pc, gx, gy, 1);
 }

@@ -287,6 +287,13 @@ int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_rang
 int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_vk_range h,
                        uint32_t vocab, uint32_t dim, uint32_t hc, uint32_t n);
 
+/* Rotary embedding in place (shaders/rope.h): x holds n tokens x n_heads heads at the strides
+ * given (elements); cs F32 [n][rope_dim/2][2]; rms: unweighted per-head RMS over head_dim first;
+ * inverse: the conjugate rotation. */
+int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint32_t n_heads,
+                   uint32_t head_dim, uint32_t head_stride, uint32_t token_stride, uint32_t off,
+                   uint32_t rope_dim, bool rms, float eps, bool inverse);
+
 /* mHC post: h [n][hc][dim] = post * y + comb^T res; y [n][dim], res [n][hc][dim] (not h). */
 int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range post,
                       ms_vk_range comb, ms_vk_range h, uint32_t dim, uint32_t hc, uint32_t n);
