@@ -35,11 +35,14 @@
 /* RoPE: cos/sin are F32 on both sides; the GPU rounds -b*s before its FMA, the reference sums in
  * double: ~1 ulp per element, NMSE ~1e-15. */
 #define TOL_NMSE_ROPE 1e-12
+/* The Hadamard rotation: F32 butterflies on the GPU, double in the reference; up to log2(n)
+ * roundings per element, NMSE ~1e-14. The rounding itself (e4m3 / e2m1) is exact: required equal. */
+#define TOL_NMSE_HADAMARD 1e-11
 
 #define GUARD_WORD 0x5eedf00du
 #define MAX_N 8
 
-typedef enum op_kind { OP_GEMV, OP_RMSNORM, OP_HC_PRE, OP_HC_HEAD, OP_HC_POST, OP_HC_EMBED, OP_ROPE } op_kind;
+typedef enum op_kind { OP_GEMV, OP_RMSNORM, OP_HC_PRE, OP_HC_HEAD, OP_HC_POST, OP_HC_EMBED, OP_ROPE, OP_FQ } op_kind;
 
 typedef struct test_case {
     op_kind op;
@@ -128,6 +131,14 @@ static const test_case k_cases[] = {
     {OP_ROPE, MS_WENC_F32, 128, 512, 2, 64, 0, 2, "inverse on the attention output"},
     {OP_ROPE, MS_WENC_F32, 64, 128, 3, 64, 0, 0, "indexer queries"},
     {OP_ROPE, MS_WENC_F32, 3, 10, 2, 4, 0, 5, "NaN"},
+    /* stored-value rounding: m = quant (0 none, 1 e4m3, 2 e2m1), k = len, n = rows, pad = stride
+     * extra, special bit 1 Hadamard, bit 2 NaN and huge values */
+    {OP_FQ, MS_WENC_F32, 1, 448, 16, 64, 0, 0, "KV latent e4m3 (nope dims of 512)"},
+    {OP_FQ, MS_WENC_F32, 1, 448, 3, 64, 0, 2, "e4m3 with NaN, clamping and tiny blocks"},
+    {OP_FQ, MS_WENC_F32, 2, 128, 64, 0, 0, 0, "indexer e2m1 (no rotation)"},
+    {OP_FQ, MS_WENC_F32, 2, 128, 5, 0, 0, 2, "e2m1 with NaN, clamping and tiny blocks"},
+    {OP_FQ, MS_WENC_F32, 0, 128, 64, 0, 0, 1, "Hadamard 128 (indexer heads)"},
+    {OP_FQ, MS_WENC_F32, 0, 4096, 2, 3, 0, 1, "Hadamard 4096 (the bound)"},
 };
 #define N_CASES (sizeof k_cases / sizeof k_cases[0])
 
@@ -164,6 +175,7 @@ static const char *op_name(const test_case *t) {
     if (t->op == OP_HC_POST) return "hc_post";
     if (t->op == OP_HC_EMBED) return "hc_embed";
     if (t->op == OP_ROPE) return "rope";
+    if (t->op == OP_FQ) return "fq";
     switch (t->enc) {
     case MS_WENC_F32: return "gemv_f32";
     case MS_WENC_BF16: return "gemv_bf16";
@@ -664,6 +676,57 @@ out:
     return rc < 0 ? 1 : rc;
 }
 
+static int run_fq_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t seed, int verbose) {
+    const uint32_t quant = t->m, len = t->k, n = t->n, stride = t->k + t->pad;
+    const bool had = t->special & 1, odd = t->special & 2;
+    const size_t nx = (size_t)n * stride;
+    float *x = ms_malloc(nx * 4), *ref = ms_malloc(nx * 4), *gpu = ms_malloc(nx * 4);
+    int rc = x && ref && gpu ? 0 : -MS_E_NOMEM;
+    if (rc) goto out;
+    /* magnitudes over many binades, so blocks get very different scales */
+    for (size_t i = 0; i < nx; i++) x[i] = rng_uniform() * ldexpf(1.0f, (int)(rng_next() % 24) - 12);
+    if (odd) {
+        x[3] = NAN;
+        x[70] = 1e30f;                                   /* clamps to the format's max */
+        for (uint32_t i = 0; i < 64 && stride + i < nx; i++) x[stride + i] = 1e-9f * (float)i; /* below the floor */
+    }
+    memcpy(ref, x, nx * 4);
+    ms_ref_fq(ref, n, stride, len, (ms_ref_fq_kind)quant, had);
+    ms_vk_buf xb = {0};
+    rc = upload_new(vk, x, nx * 4, &xb);
+    if (!rc) rc = ms_vk_cmd_begin(cmd);
+    if (!rc) rc = ms_vk_rec_fq(cmd, ms_vk_buf_range(&xb, 0, nx * 4), n, stride, len, quant, had);
+    if (!rc) rc = ms_vk_cmd_end(cmd);
+    if (!rc) rc = ms_vk_cmd_run(cmd);
+    if (!rc) rc = ms_vk_download(vk, &xb, 0, gpu, nx * 4);
+    if (!rc) {
+        cmp_result cr;
+        compare(gpu, ref, (uint32_t)nx, 1, (uint32_t)nx, &cr);
+        uint64_t differ = 0; /* bitwise, where both are numbers */
+        for (size_t i = 0; i < nx; i++) differ += !isnan(ref[i]) && memcmp(&gpu[i], &ref[i], 4) != 0;
+        double tol = had ? TOL_NMSE_HADAMARD : 0.0;
+        int ok = cr.nmse <= tol && cr.n_nonfinite_mismatch == 0 && (had || differ == 0);
+        if (!ok || verbose)
+            printf("  %-9s %s%s len=%-4u rows=%-2u nmse=%.2e (tol %.0e) bits_differ=%llu nan=%llu "
+                   "nonfinite_mismatch=%llu  %s%s%s\n",
+                   op_name(t), had ? "hadamard+" : "", quant == 1 ? "e4m3" : quant == 2 ? "e2m1" : "none",
+                   len, n, cr.nmse, tol, (unsigned long long)differ, (unsigned long long)cr.n_nan,
+                   (unsigned long long)cr.n_nonfinite_mismatch, ok ? "ok" : "FAIL",
+                   t->note ? "  # " : "", t->note ? t->note : "");
+        if (!ok) printf("    repeat with: test_ops -o fq -s %llu\n", (unsigned long long)seed);
+        rc = ok ? 0 : 1;
+    } else {
+        printf("  fq len=%u rows=%u  error: %s\n", len, n, ms_strerror(rc));
+        rc = 1;
+    }
+    ms_vk_buf_free(vk, &xb);
+out:
+    ms_free(x);
+    ms_free(ref);
+    ms_free(gpu);
+    return rc < 0 ? 1 : rc;
+}
+
 /* Bad arguments must come back as errors, never crash or record garbage. */
 static int run_error_cases(ms_vk *vk, ms_vk_cmd *cmd) {
     int fails = 0;
@@ -1034,6 +1097,7 @@ int main(int argc, char **argv) {
                     : t->op == OP_RMSNORM ? run_rmsnorm_case(vk, cmd, t, seed, verbose)
                     : t->op == OP_HC_EMBED ? run_hc_embed_case(vk, cmd, t, seed, verbose)
                     : t->op == OP_ROPE    ? run_rope_case(vk, cmd, t, seed, verbose)
+                    : t->op == OP_FQ      ? run_fq_case(vk, cmd, t, seed, verbose)
                                           : run_hc_case(vk, cmd, t, seed, verbose);
             if (ms_elapsed_ms(t0) > 2000) printf("    (%.1f s)\n", ms_elapsed_ms(t0) * 1e-3);
             fails += f;

@@ -88,6 +88,13 @@ void ms_ref_rope(float *x, uint32_t n, uint32_t n_heads, uint32_t head_dim, uint
                  uint32_t token_stride, uint32_t off, uint32_t rope_dim, const float *cs,
                  bool rms, float eps, bool inverse);
 
+/* The official stored-value rounding, per row of x [n_rows][row_stride] on elements [0, len): an
+ * optional Hadamard rotation (len a power of two <= 4096), then none, e4m3 in blocks of 64 (the KV
+ * latent) or e2m1 in blocks of 32 (the indexer's q/k), each block scaled by a power of two. */
+typedef enum ms_ref_fq_kind { MS_REF_FQ_NONE = 0, MS_REF_FQ_E4M3 = 1, MS_REF_FQ_E2M1 = 2 } ms_ref_fq_kind;
+void ms_ref_fq(float *x, uint32_t n_rows, uint32_t row_stride, uint32_t len, ms_ref_fq_kind quant,
+               bool hadamard);
+
 /* Embedding into the streams: h[t][c][i] = embed[tokens[t]][i] for every stream c. embed: BF16
  * [vocab][dim] checkpoint bytes; tokens[n] < vocab (NaN rows otherwise, as the shader). */
 void ms_ref_hc_embed(const void *embed, uint32_t vocab, const uint32_t *tokens, uint32_t dim,

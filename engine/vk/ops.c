@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "common/status.h"
+#include "shaders/fq.h"
 #include "shaders/gemv.h"
 #include "shaders/hc.h"
 #include "shaders/rmsnorm.h"
@@ -635,4 +636,40 @@ int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint
                              .head_stride = head_stride, .token_stride = token_stride, .off = off,
                              .rope_dim = rope_dim, .groups_x = gx, .eps = eps};
     return ms_vk_cmd_dispatch(c, pipe, b, 2, &pc, sizeof pc, gx, gy, 1);
+}
+
+/* ------------------------------------------------------------------ stored-value rounding */
+
+int ms_vk_rec_fq(ms_vk_cmd *c, ms_vk_range x, uint32_t n_rows, uint32_t row_stride, uint32_t len,
+                 uint32_t quant, bool hadamard) {
+    if (!c) return -MS_E_INVALID_ARG;
+    ms_vk *vk = ms_vk_cmd_vk(c);
+    const ms_vk_caps *caps = ms_vk_get_caps(vk);
+    const uint32_t block = quant == 1 ? 64 : quant == 2 ? 32 : 1;
+    const uint64_t need = (uint64_t)(n_rows ? n_rows - 1 : 0) * row_stride + len;
+    if (!n_rows || !len || quant > 2 || len % block || row_stride < len ||
+        need > 0xFFFFFFFFull || !range_ok(x, 4 * need) ||
+        (hadamard && (len > MS_FQ_MAX_HADAMARD || (len & (len - 1))))) {
+        MS_LOGE("rec_fq: %u rows of %u (stride %u), quant %u%s: invalid layout or range too small",
+                n_rows, len, row_stride, quant, hadamard ? ", Hadamard" : "");
+        return -MS_E_INVALID_ARG;
+    }
+    if (hadamard && caps->max_shared_memory < 4u * MS_FQ_MAX_HADAMARD) {
+        MS_LOGE("rec_fq: the Hadamard rotation needs %u bytes of shared memory; the device has %u",
+                4u * MS_FQ_MAX_HADAMARD, caps->max_shared_memory);
+        return -MS_E_UNSUPPORTED;
+    }
+    uint32_t wg = 64;
+    if (wg > caps->max_workgroup_invocations) wg = caps->max_workgroup_invocations;
+    uint32_t spec[MS_FQ_N_SPEC];
+    spec[MS_FQ_SPEC_WG] = wg;
+    spec[MS_FQ_SPEC_QUANT] = quant;
+    spec[MS_FQ_SPEC_HADAMARD] = hadamard;
+    ms_vk_pipeline *pipe;
+    int rc = ms_vk_pipeline_get(vk, "fq", spec, MS_FQ_N_SPEC, 0, &pipe);
+    if (rc) return rc;
+    uint32_t gx, gy;
+    if ((rc = grid_2d(caps, n_rows, &gx, &gy)) != 0) return rc;
+    const ms_fq_push pc = {.n_rows = n_rows, .row_stride = row_stride, .len = len, .groups_x = gx};
+    return ms_vk_cmd_dispatch(c, pipe, &x, 1, &pc, sizeof pc, gx, gy, 1);
 }

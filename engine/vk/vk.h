@@ -294,6 +294,12 @@ int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint
                    uint32_t head_dim, uint32_t head_stride, uint32_t token_stride, uint32_t off,
                    uint32_t rope_dim, bool rms, float eps, bool inverse);
 
+/* Stored-value rounding in place (shaders/fq.h): rows [n_rows][row_stride] F32, elements
+ * [0, len); quant 0 none, 1 e4m3 (block 64), 2 e2m1 (block 32); hadamard first (len a power of
+ * two <= 4096). */
+int ms_vk_rec_fq(ms_vk_cmd *c, ms_vk_range x, uint32_t n_rows, uint32_t row_stride, uint32_t len,
+                 uint32_t quant, bool hadamard);
+
 /* mHC post: h [n][hc][dim] = post * y + comb^T res; y [n][dim], res [n][hc][dim] (not h). */
 int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range post,
                       ms_vk_range comb, ms_vk_range h, uint32_t dim, uint32_t hc, uint32_t n);
