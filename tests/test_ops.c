@@ -38,11 +38,16 @@
 /* The Hadamard rotation: F32 butterflies on the GPU, double in the reference; up to log2(n)
  * roundings per element, NMSE ~1e-14. The rounding itself (e4m3 / e2m1) is exact: required equal. */
 #define TOL_NMSE_HADAMARD 1e-11
+/* Router weights: F32 softplus/sqrt/sum on the GPU, double in the reference: a few ulps. The picks
+ * must be the same, except where two candidates' values lie within TOL_ROUTER_TIE (relative) of
+ * each other, where F32 and double may order them differently (counted and printed). */
+#define TOL_NMSE_ROUTER 1e-12
+#define TOL_ROUTER_TIE 1e-6
 
 #define GUARD_WORD 0x5eedf00du
 #define MAX_N 8
 
-typedef enum op_kind { OP_GEMV, OP_RMSNORM, OP_HC_PRE, OP_HC_HEAD, OP_HC_POST, OP_HC_EMBED, OP_ROPE, OP_FQ } op_kind;
+typedef enum op_kind { OP_GEMV, OP_RMSNORM, OP_HC_PRE, OP_HC_HEAD, OP_HC_POST, OP_HC_EMBED, OP_ROPE, OP_FQ, OP_ROUTER } op_kind;
 
 typedef struct test_case {
     op_kind op;
@@ -139,6 +144,14 @@ static const test_case k_cases[] = {
     {OP_FQ, MS_WENC_F32, 2, 128, 5, 0, 0, 2, "e2m1 with NaN, clamping and tiny blocks"},
     {OP_FQ, MS_WENC_F32, 0, 128, 64, 0, 0, 1, "Hadamard 128 (indexer heads)"},
     {OP_FQ, MS_WENC_F32, 0, 4096, 2, 3, 0, 1, "Hadamard 4096 (the bound)"},
+    /* router: m = experts, k = top-k, n = tokens; special 1 hash routing, 2 NaN logits */
+    {OP_ROUTER, MS_WENC_F32, 384, 6, 1, 0, 0, 0, "V4-Pro score routing (decode)"},
+    {OP_ROUTER, MS_WENC_F32, 256, 6, 16, 0, 0, 0, "V4-Flash score routing (prefill sub-batch)"},
+    {OP_ROUTER, MS_WENC_F32, 384, 6, 8, 0, 0, 1, "V4-Pro hash routing (layers 0-2)"},
+    {OP_ROUTER, MS_WENC_F32, 1024, 64, 3, 0, 0, 0, "the bounds: 1024 experts, top 64"},
+    {OP_ROUTER, MS_WENC_F32, 384, 6, 2, 0, 0, 4, "no renormalisation"},
+    {OP_ROUTER, MS_WENC_F32, 8, 8, 2, 0, 0, 0, "k = E"},
+    {OP_ROUTER, MS_WENC_F32, 64, 6, 2, 0, 0, 2, "NaN logits rank last"},
 };
 #define N_CASES (sizeof k_cases / sizeof k_cases[0])
 
@@ -176,6 +189,7 @@ static const char *op_name(const test_case *t) {
     if (t->op == OP_HC_EMBED) return "hc_embed";
     if (t->op == OP_ROPE) return "rope";
     if (t->op == OP_FQ) return "fq";
+    if (t->op == OP_ROUTER) return "router";
     switch (t->enc) {
     case MS_WENC_F32: return "gemv_f32";
     case MS_WENC_BF16: return "gemv_bf16";
@@ -727,6 +741,92 @@ out:
     return rc < 0 ? 1 : rc;
 }
 
+static int run_router_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t seed,
+                           int verbose) {
+    const uint32_t E = t->m, K = t->k, n = t->n, vocab = 50;
+    const bool hash = t->special & 1, nan = t->special & 2;
+    float *lg = ms_malloc((size_t)n * E * 4), *bias = ms_malloc((size_t)E * 4);
+    float *wr = ms_malloc((size_t)n * K * 4), *wg = ms_malloc((size_t)n * K * 4);
+    uint32_t *ir = ms_malloc((size_t)n * K * 4), *ig = ms_malloc((size_t)n * K * 4);
+    uint32_t *tok = ms_malloc((size_t)n * 4);
+    int32_t *t2e = ms_malloc((size_t)vocab * K * 4);
+    int rc = lg && bias && wr && wg && ir && ig && tok && t2e ? 0 : -MS_E_NOMEM;
+    if (rc) goto out;
+    for (size_t i = 0; i < (size_t)n * E; i++) lg[i] = rng_uniform() * 4.0f;
+    for (uint32_t e = 0; e < E; e++) bias[e] = rng_uniform() * 0.1f;
+    for (uint32_t i = 0; i < n; i++) tok[i] = (uint32_t)(rng_next() % vocab);
+    for (uint32_t v = 0; v < vocab; v++)
+        for (uint32_t j = 0; j < K; j++) t2e[v * K + j] = (int32_t)((v * 7 + j * 13) % E);
+    if (nan) lg[0] = lg[5] = NAN;
+    const bool norm = !(t->special & 4);
+    ms_ref_router(lg, bias, hash ? t2e : NULL, tok, n, E, K, norm, 2.5, ir, wr);
+    ms_vk_buf lb = {0}, bb = {0}, tb = {0}, hb = {0}, ib = {0}, wb = {0};
+    rc = upload_new(vk, lg, (size_t)n * E * 4, &lb);
+    if (!rc) rc = upload_new(vk, bias, (size_t)E * 4, &bb);
+    if (!rc) rc = upload_new(vk, tok, (size_t)n * 4, &tb);
+    if (!rc) rc = upload_new(vk, t2e, (size_t)vocab * K * 4, &hb);
+    /* outputs start as a pattern the router never writes: a dispatch that does not run fails */
+    for (size_t i = 0; i < (size_t)n * K; i++) ig[i] = GUARD_WORD, memcpy(&wg[i], &ig[i], 4);
+    if (!rc) rc = upload_new(vk, ig, (size_t)n * K * 4, &ib);
+    if (!rc) rc = upload_new(vk, wg, (size_t)n * K * 4, &wb);
+    if (!rc) rc = ms_vk_cmd_begin(cmd);
+    if (!rc)
+        rc = ms_vk_rec_router(cmd, ms_vk_buf_range(&lb, 0, (size_t)n * E * 4),
+                              ms_vk_buf_range(&bb, 0, (size_t)E * 4), ms_vk_buf_range(&tb, 0, (size_t)n * 4),
+                              ms_vk_buf_range(&hb, 0, (size_t)vocab * K * 4),
+                              ms_vk_buf_range(&ib, 0, (size_t)n * K * 4),
+                              ms_vk_buf_range(&wb, 0, (size_t)n * K * 4), n, E, K, vocab, hash, norm, 2.5f);
+    if (!rc) rc = ms_vk_cmd_end(cmd);
+    if (!rc) rc = ms_vk_cmd_run(cmd);
+    if (!rc) rc = ms_vk_download(vk, &ib, 0, ig, (size_t)n * K * 4);
+    if (!rc) rc = ms_vk_download(vk, &wb, 0, wg, (size_t)n * K * 4);
+    if (!rc) {
+        uint64_t wrong = 0, ties = 0;
+        for (uint32_t p = 0; p < n; p++)
+            for (uint32_t j = 0; j < K; j++) {
+                uint32_t a = ir[p * K + j], b = ig[p * K + j];
+                if (a == b) continue;
+                /* a near-tie: both candidates' selection values within TOL_ROUTER_TIE */
+                double va = lg[(size_t)p * E + a], vb = b < E ? lg[(size_t)p * E + b] : NAN;
+                double sa = sqrt(va > 0 ? va + log1p(exp(-va)) : log1p(exp(va))) + bias[a];
+                double sb = b < E ? sqrt(vb > 0 ? vb + log1p(exp(-vb)) : log1p(exp(vb))) + bias[b] : NAN;
+                if (!hash && fabs(sa - sb) <= TOL_ROUTER_TIE * fabs(sa)) ties++;
+                else if (wrong++ < 3)
+                    printf("    token %u pick %u: reference %u (%.9g), gpu %u (%.9g)\n", p, j, a, sa, b, sb);
+            }
+        cmp_result cr;
+        compare(wg, wr, n * K, 1, n * K, &cr);
+        int ok = wrong == 0 && (ties || cr.nmse <= TOL_NMSE_ROUTER) && cr.n_nonfinite_mismatch == 0;
+        if (!ok || verbose)
+            printf("  %-9s E=%-4u k=%-2u n=%-2u %s picks_wrong=%llu near_ties=%llu weights nmse=%.2e "
+                   "(tol %.0e)  %s%s%s\n",
+                   op_name(t), E, K, n, hash ? "hash " : "score", (unsigned long long)wrong,
+                   (unsigned long long)ties, cr.nmse, TOL_NMSE_ROUTER, ok ? "ok" : "FAIL",
+                   t->note ? "  # " : "", t->note ? t->note : "");
+        if (!ok) printf("    repeat with: test_ops -o router -s %llu\n", (unsigned long long)seed);
+        rc = ok ? 0 : 1;
+    } else {
+        printf("  router E=%u k=%u n=%u  error: %s\n", E, K, n, ms_strerror(rc));
+        rc = 1;
+    }
+    ms_vk_buf_free(vk, &lb);
+    ms_vk_buf_free(vk, &bb);
+    ms_vk_buf_free(vk, &tb);
+    ms_vk_buf_free(vk, &hb);
+    ms_vk_buf_free(vk, &ib);
+    ms_vk_buf_free(vk, &wb);
+out:
+    ms_free(lg);
+    ms_free(bias);
+    ms_free(wr);
+    ms_free(wg);
+    ms_free(ir);
+    ms_free(ig);
+    ms_free(tok);
+    ms_free(t2e);
+    return rc < 0 ? 1 : rc;
+}
+
 /* Bad arguments must come back as errors, never crash or record garbage. */
 static int run_error_cases(ms_vk *vk, ms_vk_cmd *cmd) {
     int fails = 0;
@@ -1098,6 +1198,7 @@ int main(int argc, char **argv) {
                     : t->op == OP_HC_EMBED ? run_hc_embed_case(vk, cmd, t, seed, verbose)
                     : t->op == OP_ROPE    ? run_rope_case(vk, cmd, t, seed, verbose)
                     : t->op == OP_FQ      ? run_fq_case(vk, cmd, t, seed, verbose)
+                    : t->op == OP_ROUTER  ? run_router_case(vk, cmd, t, seed, verbose)
                                           : run_hc_case(vk, cmd, t, seed, verbose);
             if (ms_elapsed_ms(t0) > 2000) printf("    (%.1f s)\n", ms_elapsed_ms(t0) * 1e-3);
             fails += f;

@@ -95,6 +95,14 @@ typedef enum ms_ref_fq_kind { MS_REF_FQ_NONE = 0, MS_REF_FQ_E4M3 = 1, MS_REF_FQ_
 void ms_ref_fq(float *x, uint32_t n_rows, uint32_t row_stride, uint32_t len, ms_ref_fq_kind quant,
                bool hadamard);
 
+/* The MoE router after the gate GEMV, for n tokens: s[e] = sqrt(softplus(logits[t][e])) (as F32);
+ * with tid2eid [vocab][k] the picks are tid2eid[tokens[t]] (hash routing), else the k best of
+ * s[e] + bias[e] (bias F32 [E] checkpoint bytes), best first, equal values by the lower id, NaN
+ * last; w[k] = s[idx] / sum s[idx] (norm) * scale. idx [n][k], w [n][k]. */
+void ms_ref_router(const float *logits, const void *bias, const int32_t *tid2eid,
+                   const uint32_t *tokens, uint32_t n, uint32_t n_experts, uint32_t k, bool norm,
+                   double scale, uint32_t *idx, float *w);
+
 /* Embedding into the streams: h[t][c][i] = embed[tokens[t]][i] for every stream c. embed: BF16
  * [vocab][dim] checkpoint bytes; tokens[n] < vocab (NaN rows otherwise, as the shader). */
 void ms_ref_hc_embed(const void *embed, uint32_t vocab, const uint32_t *tokens, uint32_t dim,

@@ -16,6 +16,7 @@
 #include "shaders/hc.h"
 #include "shaders/rmsnorm.h"
 #include "shaders/rope.h"
+#include "shaders/router.h"
 
 #define ROW_ALIGN 128u /* part boundaries: the FP8 scale block height */
 
@@ -672,4 +673,53 @@ int ms_vk_rec_fq(ms_vk_cmd *c, ms_vk_range x, uint32_t n_rows, uint32_t row_stri
     if ((rc = grid_2d(caps, n_rows, &gx, &gy)) != 0) return rc;
     const ms_fq_push pc = {.n_rows = n_rows, .row_stride = row_stride, .len = len, .groups_x = gx};
     return ms_vk_cmd_dispatch(c, pipe, &x, 1, &pc, sizeof pc, gx, gy, 1);
+}
+
+/* ------------------------------------------------------------------ MoE router */
+
+int ms_vk_rec_router(ms_vk_cmd *c, ms_vk_range logits, ms_vk_range bias, ms_vk_range tokens,
+                     ms_vk_range tid2eid, ms_vk_range idx, ms_vk_range w, uint32_t n,
+                     uint32_t n_experts, uint32_t k, uint32_t vocab, bool hash, bool norm,
+                     float scale) {
+    if (!c) return -MS_E_INVALID_ARG;
+    ms_vk *vk = ms_vk_cmd_vk(c);
+    const ms_vk_caps *caps = ms_vk_get_caps(vk);
+    if (!n || !n_experts || n_experts > MS_ROUTER_MAX_E || !k || k > MS_ROUTER_MAX_K || k > n_experts ||
+        (uint64_t)n * n_experts > 0xFFFFFFFFull || !range_ok(logits, 4ull * n * n_experts) ||
+        !range_ok(idx, 4ull * n * k) || !range_ok(w, 4ull * n * k) ||
+        (!hash && !range_ok(bias, 4ull * n_experts)) ||
+        (hash && (!vocab || !range_ok(tokens, 4ull * n) || !range_ok(tid2eid, 4ull * vocab * k))) ||
+        !bias.buffer || !tokens.buffer || !tid2eid.buffer) {
+        MS_LOGE("rec_router: %u tokens, %u experts (at most %u), top %u (at most %u)%s: a range is "
+                "too small or a size out of range (every binding must be a buffer, unused ones too)",
+                n, n_experts, MS_ROUTER_MAX_E, k, MS_ROUTER_MAX_K, hash ? ", hash routing" : "");
+        return -MS_E_INVALID_ARG;
+    }
+    const uint32_t shared_need = 4 * (MS_ROUTER_MAX_E + MS_ROUTER_MAX_K);
+    if (caps->max_shared_memory < shared_need) {
+        MS_LOGE("rec_router: needs %u bytes of shared memory; the device has %u", shared_need,
+                caps->max_shared_memory);
+        return -MS_E_UNSUPPORTED;
+    }
+    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 256;
+    if (wg > caps->max_workgroup_invocations) wg = caps->max_workgroup_invocations;
+    uint32_t spec[MS_ROUTER_N_SPEC];
+    spec[MS_ROUTER_SPEC_WG] = wg;
+    spec[MS_ROUTER_SPEC_HASH] = hash;
+    spec[MS_ROUTER_SPEC_NORM] = norm;
+    ms_vk_pipeline *pipe;
+    int rc = ms_vk_pipeline_get(vk, "router", spec, MS_ROUTER_N_SPEC, 0, &pipe);
+    if (rc) return rc;
+    ms_vk_range b[6];
+    b[MS_ROUTER_BIND_LOGITS] = logits;
+    b[MS_ROUTER_BIND_BIAS] = bias;
+    b[MS_ROUTER_BIND_TOK] = tokens;
+    b[MS_ROUTER_BIND_T2E] = tid2eid;
+    b[MS_ROUTER_BIND_IDX] = idx;
+    b[MS_ROUTER_BIND_W] = w;
+    uint32_t gx, gy;
+    if ((rc = grid_2d(caps, n, &gx, &gy)) != 0) return rc;
+    const ms_router_push pc = {.n = n, .n_experts = n_experts, .k = k, .vocab = hash ? vocab : 1,
+                               .scale = scale, .groups_x = gx};
+    return ms_vk_cmd_dispatch(c, pipe, b, 6, &pc, sizeof pc, gx, gy, 1);
 }

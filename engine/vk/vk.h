@@ -300,6 +300,14 @@ int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint
 int ms_vk_rec_fq(ms_vk_cmd *c, ms_vk_range x, uint32_t n_rows, uint32_t row_stride, uint32_t len,
                  uint32_t quant, bool hadamard);
 
+/* MoE router (shaders/router.h): logits F32 [n][E]; hash: tokens U32 [n] and tid2eid I32
+ * [vocab][k] (bias unused), else bias F32 [E] (tokens, tid2eid unused: any bound range); out idx
+ * U32 [n][k], w F32 [n][k]. */
+int ms_vk_rec_router(ms_vk_cmd *c, ms_vk_range logits, ms_vk_range bias, ms_vk_range tokens,
+                     ms_vk_range tid2eid, ms_vk_range idx, ms_vk_range w, uint32_t n,
+                     uint32_t n_experts, uint32_t k, uint32_t vocab, bool hash, bool norm,
+                     float scale);
+
 /* mHC post: h [n][hc][dim] = post * y + comb^T res; y [n][dim], res [n][hc][dim] (not h). */
 int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range post,
                       ms_vk_range comb, ms_vk_range h, uint32_t dim, uint32_t hc, uint32_t n);
