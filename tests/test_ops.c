@@ -43,11 +43,13 @@
  * each other, where F32 and double may order them differently (counted and printed). */
 #define TOL_NMSE_ROUTER 1e-12
 #define TOL_ROUTER_TIE 1e-6
+/* SwiGLU: F32 exp and products on the GPU, double in the reference: ~2 ulps, NMSE ~1e-15. */
+#define TOL_NMSE_SWIGLU 1e-12
 
 #define GUARD_WORD 0x5eedf00du
 #define MAX_N 8
 
-typedef enum op_kind { OP_GEMV, OP_RMSNORM, OP_HC_PRE, OP_HC_HEAD, OP_HC_POST, OP_HC_EMBED, OP_ROPE, OP_FQ, OP_ROUTER } op_kind;
+typedef enum op_kind { OP_GEMV, OP_RMSNORM, OP_HC_PRE, OP_HC_HEAD, OP_HC_POST, OP_HC_EMBED, OP_ROPE, OP_FQ, OP_ROUTER, OP_SWIGLU } op_kind;
 
 typedef struct test_case {
     op_kind op;
@@ -152,6 +154,11 @@ static const test_case k_cases[] = {
     {OP_ROUTER, MS_WENC_F32, 384, 6, 2, 0, 0, 4, "no renormalisation"},
     {OP_ROUTER, MS_WENC_F32, 8, 8, 2, 0, 0, 0, "k = E"},
     {OP_ROUTER, MS_WENC_F32, 64, 6, 2, 0, 0, 2, "NaN logits rank last"},
+    /* SwiGLU: k = inter, n = rows, pad = stride extra; special 1: no clamp, 2: NaN */
+    {OP_SWIGLU, MS_WENC_F32, 0, 3072, 6, 0, 0, 0, "V4-Pro experts, 6 tokens' rows"},
+    {OP_SWIGLU, MS_WENC_F32, 0, 2048, 16, 5, 0, 0, "V4-Flash, strided rows"},
+    {OP_SWIGLU, MS_WENC_F32, 0, 100, 3, 0, 0, 1, "swiglu_limit 0: no clamp"},
+    {OP_SWIGLU, MS_WENC_F32, 0, 64, 2, 0, 0, 2, "NaN"},
 };
 #define N_CASES (sizeof k_cases / sizeof k_cases[0])
 
@@ -190,6 +197,7 @@ static const char *op_name(const test_case *t) {
     if (t->op == OP_ROPE) return "rope";
     if (t->op == OP_FQ) return "fq";
     if (t->op == OP_ROUTER) return "router";
+    if (t->op == OP_SWIGLU) return "swiglu";
     switch (t->enc) {
     case MS_WENC_F32: return "gemv_f32";
     case MS_WENC_BF16: return "gemv_bf16";
@@ -827,6 +835,63 @@ out:
     return rc < 0 ? 1 : rc;
 }
 
+static int run_swiglu_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t seed,
+                           int verbose) {
+    const uint32_t inter = t->k, n = t->n, stride = t->k + t->pad;
+    const float limit = t->special & 1 ? 0.0f : 10.0f;
+    const size_t nx = (size_t)n * stride;
+    float *g = ms_malloc(nx * 4), *u = ms_malloc(nx * 4), *w = ms_malloc((size_t)n * 4);
+    float *ref = ms_malloc(nx * 4), *gpu = ms_malloc(nx * 4);
+    int rc = g && u && w && ref && gpu ? 0 : -MS_E_NOMEM;
+    if (rc) goto out;
+    for (size_t i = 0; i < nx; i++) g[i] = rng_uniform() * 16.0f, u[i] = rng_uniform() * 16.0f;
+    for (uint32_t i = 0; i < n; i++) w[i] = 0.5f + 0.5f * rng_uniform();
+    if (t->special & 2) g[1] = NAN, u[stride + 2] = NAN;
+    memcpy(ref, g, nx * 4);
+    ms_ref_swiglu(ref, u, w, n, inter, stride, limit);
+    ms_vk_buf gb = {0}, ub = {0}, wb = {0};
+    rc = upload_new(vk, g, nx * 4, &gb);
+    if (!rc) rc = upload_new(vk, u, nx * 4, &ub);
+    if (!rc) rc = upload_new(vk, w, (size_t)n * 4, &wb);
+    if (!rc) rc = ms_vk_cmd_begin(cmd);
+    if (!rc)
+        rc = ms_vk_rec_swiglu(cmd, ms_vk_buf_range(&gb, 0, nx * 4), ms_vk_buf_range(&ub, 0, nx * 4),
+                              ms_vk_buf_range(&wb, 0, (size_t)n * 4), n, inter, stride, limit);
+    if (!rc) rc = ms_vk_cmd_end(cmd);
+    if (!rc) rc = ms_vk_cmd_run(cmd);
+    if (!rc) rc = ms_vk_download(vk, &gb, 0, gpu, nx * 4);
+    if (!rc) {
+        cmp_result cr;
+        compare(gpu, ref, (uint32_t)nx, 1, (uint32_t)nx, &cr);
+        uint64_t gaps = 0;
+        for (size_t i = 0; i < nx; i++)
+            if (i % stride >= inter) gaps += memcmp(&gpu[i], &g[i], 4) != 0;
+        int ok = cr.nmse <= TOL_NMSE_SWIGLU && cr.n_nonfinite_mismatch == 0 && gaps == 0;
+        if (!ok || verbose)
+            printf("  %-9s inter=%-5u n=%-2u limit=%-2g nmse=%.2e (tol %.0e) nan=%llu "
+                   "nonfinite_mismatch=%llu gaps_changed=%llu  %s%s%s\n",
+                   op_name(t), inter, n, (double)limit, cr.nmse, TOL_NMSE_SWIGLU,
+                   (unsigned long long)cr.n_nan, (unsigned long long)cr.n_nonfinite_mismatch,
+                   (unsigned long long)gaps, ok ? "ok" : "FAIL", t->note ? "  # " : "",
+                   t->note ? t->note : "");
+        if (!ok) printf("    repeat with: test_ops -o swiglu -s %llu\n", (unsigned long long)seed);
+        rc = ok ? 0 : 1;
+    } else {
+        printf("  swiglu inter=%u n=%u  error: %s\n", inter, n, ms_strerror(rc));
+        rc = 1;
+    }
+    ms_vk_buf_free(vk, &gb);
+    ms_vk_buf_free(vk, &ub);
+    ms_vk_buf_free(vk, &wb);
+out:
+    ms_free(g);
+    ms_free(u);
+    ms_free(w);
+    ms_free(ref);
+    ms_free(gpu);
+    return rc < 0 ? 1 : rc;
+}
+
 /* Bad arguments must come back as errors, never crash or record garbage. */
 static int run_error_cases(ms_vk *vk, ms_vk_cmd *cmd) {
     int fails = 0;
@@ -1199,6 +1264,7 @@ int main(int argc, char **argv) {
                     : t->op == OP_ROPE    ? run_rope_case(vk, cmd, t, seed, verbose)
                     : t->op == OP_FQ      ? run_fq_case(vk, cmd, t, seed, verbose)
                     : t->op == OP_ROUTER  ? run_router_case(vk, cmd, t, seed, verbose)
+                    : t->op == OP_SWIGLU  ? run_swiglu_case(vk, cmd, t, seed, verbose)
                                           : run_hc_case(vk, cmd, t, seed, verbose);
             if (ms_elapsed_ms(t0) > 2000) printf("    (%.1f s)\n", ms_elapsed_ms(t0) * 1e-3);
             fails += f;

@@ -103,6 +103,11 @@ void ms_ref_router(const float *logits, const void *bias, const int32_t *tid2eid
                    const uint32_t *tokens, uint32_t n, uint32_t n_experts, uint32_t k, bool norm,
                    double scale, uint32_t *idx, float *w);
 
+/* Clamped SwiGLU with the routing weight, in place: for n rows of width inter (at stride),
+ * with limit > 0 u = clamp(u, -limit, limit) and g = min(g, limit); gate = silu(g) * u * w[t]. */
+void ms_ref_swiglu(float *gate, const float *up, const float *w, uint32_t n, uint32_t inter,
+                   uint32_t stride, double limit);
+
 /* Embedding into the streams: h[t][c][i] = embed[tokens[t]][i] for every stream c. embed: BF16
  * [vocab][dim] checkpoint bytes; tokens[n] < vocab (NaN rows otherwise, as the shader). */
 void ms_ref_hc_embed(const void *embed, uint32_t vocab, const uint32_t *tokens, uint32_t dim,

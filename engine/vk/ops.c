@@ -17,6 +17,7 @@
 #include "shaders/rmsnorm.h"
 #include "shaders/rope.h"
 #include "shaders/router.h"
+#include "shaders/swiglu.h"
 
 #define ROW_ALIGN 128u /* part boundaries: the FP8 scale block height */
 
@@ -722,4 +723,35 @@ int ms_vk_rec_router(ms_vk_cmd *c, ms_vk_range logits, ms_vk_range bias, ms_vk_r
     const ms_router_push pc = {.n = n, .n_experts = n_experts, .k = k, .vocab = hash ? vocab : 1,
                                .scale = scale, .groups_x = gx};
     return ms_vk_cmd_dispatch(c, pipe, b, 6, &pc, sizeof pc, gx, gy, 1);
+}
+
+/* ------------------------------------------------------------------ expert activation */
+
+int ms_vk_rec_swiglu(ms_vk_cmd *c, ms_vk_range gate, ms_vk_range up, ms_vk_range w, uint32_t n,
+                     uint32_t inter, uint32_t stride, float limit) {
+    if (!c) return -MS_E_INVALID_ARG;
+    ms_vk *vk = ms_vk_cmd_vk(c);
+    const ms_vk_caps *caps = ms_vk_get_caps(vk);
+    const uint64_t need = (uint64_t)(n ? n - 1 : 0) * stride + inter;
+    if (!n || !inter || stride < inter || need > 0xFFFFFFFFull || !(limit >= 0) ||
+        !range_ok(gate, 4 * need) || !range_ok(up, 4 * need) || !range_ok(w, 4ull * n)) {
+        MS_LOGE("rec_swiglu: %u rows of %u (stride %u), limit %g: invalid layout or range too small",
+                n, inter, stride, (double)limit);
+        return -MS_E_INVALID_ARG;
+    }
+    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 256;
+    if (wg > caps->max_workgroup_invocations) wg = caps->max_workgroup_invocations;
+    uint32_t spec[MS_SWIGLU_N_SPEC] = {wg};
+    ms_vk_pipeline *pipe;
+    int rc = ms_vk_pipeline_get(vk, "swiglu", spec, MS_SWIGLU_N_SPEC, 0, &pipe);
+    if (rc) return rc;
+    ms_vk_range b[3];
+    b[MS_SWIGLU_BIND_GATE] = gate;
+    b[MS_SWIGLU_BIND_UP] = up;
+    b[MS_SWIGLU_BIND_W] = w;
+    uint32_t gx, gy;
+    if ((rc = grid_2d(caps, ((uint64_t)n * inter + wg - 1) / wg, &gx, &gy)) != 0) return rc;
+    const ms_swiglu_push pc = {.n = n, .inter = inter, .stride = stride, .groups_x = gx,
+                               .limit = limit};
+    return ms_vk_cmd_dispatch(c, pipe, b, 3, &pc, sizeof pc, gx, gy, 1);
 }

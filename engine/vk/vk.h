@@ -308,6 +308,11 @@ int ms_vk_rec_router(ms_vk_cmd *c, ms_vk_range logits, ms_vk_range bias, ms_vk_r
                      uint32_t n_experts, uint32_t k, uint32_t vocab, bool hash, bool norm,
                      float scale);
 
+/* Clamped SwiGLU times the routing weight, in place on gate (shaders/swiglu.h): gate, up F32
+ * [n][stride] (inter used), w F32 [n]; limit 0 = no clamp. */
+int ms_vk_rec_swiglu(ms_vk_cmd *c, ms_vk_range gate, ms_vk_range up, ms_vk_range w, uint32_t n,
+                     uint32_t inter, uint32_t stride, float limit);
+
 /* mHC post: h [n][hc][dim] = post * y + comb^T res; y [n][dim], res [n][hc][dim] (not h). */
 int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range post,
                       ms_vk_range comb, ms_vk_range h, uint32_t dim, uint32_t hc, uint32_t n);
