@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef enum ms_wenc {
     MS_WENC_F32 = 0,
@@ -45,6 +46,24 @@ float ms_ref_bf16_to_f32(uint16_t v);
 float ms_ref_e4m3_to_f32(uint8_t v);
 float ms_ref_e8m0_to_f32(uint8_t v);
 float ms_ref_fp4_to_f32(uint8_t nibble);
+
+/* Element i of F32 / BF16 checkpoint data: the only way the reference reads those bytes. Tensors
+ * are used in place in the mapped file and may start at any byte offset, so indexing a
+ * `const float *` there is a misaligned load: undefined behaviour (UBSan reports it;
+ * strict-alignment CPUs fault). A fixed-size memcpy compiles to one plain load on x86-64 and
+ * AArch64. Fields that point into the checkpoint are `const void *`, so a direct index does not
+ * compile. */
+static inline float ms_ref_ld_f32(const void *p, size_t i) {
+    float v;
+    memcpy(&v, (const unsigned char *)p + i * sizeof v, sizeof v);
+    return v;
+}
+/* BF16 element i, decoded (exactly) to F32. */
+static inline float ms_ref_ld_bf16(const void *p, size_t i) {
+    uint16_t v;
+    memcpy(&v, (const unsigned char *)p + i * sizeof v, sizeof v);
+    return ms_ref_bf16_to_f32(v);
+}
 
 /* Decoded weight element W[row, col] for any encoding. */
 float ms_ref_weight_at(const ms_weight_view *w, uint32_t row, uint32_t col);

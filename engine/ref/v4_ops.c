@@ -117,19 +117,21 @@ void ms_ref_v4_rope(float *x, const double *freq, uint32_t rope_dim, uint64_t po
 
 static double sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
 
-void ms_ref_v4_hc_split(const float *mix, const float *scale, const float *base, uint32_t hc,
+void ms_ref_v4_hc_split(const float *mix, const void *scale, const void *base, uint32_t hc,
                         uint32_t sinkhorn_iters, double hc_eps, float *pre, float *post,
                         float *comb) {
     double c[MS_V4_MAX_HC][MS_V4_MAX_HC];
+    double s_pre = ms_ref_ld_f32(scale, 0), s_post = ms_ref_ld_f32(scale, 1);
+    double s_comb = ms_ref_ld_f32(scale, 2);
     for (uint32_t j = 0; j < hc; j++) {
-        pre[j] = (float)(sigmoid((double)mix[j] * scale[0] + base[j]) + hc_eps);
-        post[j] = (float)(2.0 * sigmoid((double)mix[hc + j] * scale[1] + base[hc + j]));
+        pre[j] = (float)(sigmoid(mix[j] * s_pre + ms_ref_ld_f32(base, j)) + hc_eps);
+        post[j] = (float)(2.0 * sigmoid(mix[hc + j] * s_post + ms_ref_ld_f32(base, hc + j)));
     }
     /* Row softmax (+eps), then column normalisation, then (iters - 1) row/column rounds. */
     for (uint32_t j = 0; j < hc; j++) {
         double mx = -INFINITY, sum = 0;
         for (uint32_t k = 0; k < hc; k++) {
-            c[j][k] = (double)mix[2 * hc + j * hc + k] * scale[2] + base[2 * hc + j * hc + k];
+            c[j][k] = mix[2 * hc + j * hc + k] * s_comb + ms_ref_ld_f32(base, 2 * hc + j * hc + k);
             if (c[j][k] > mx) mx = c[j][k];
         }
         for (uint32_t k = 0; k < hc; k++) sum += (c[j][k] = exp(c[j][k] - mx));

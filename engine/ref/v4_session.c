@@ -139,8 +139,8 @@ void ms_ref_session_free(ms_ref_session *s) {
 uint32_t ms_ref_session_pos(const ms_ref_session *s) { return s->pos; }
 
 /* mix[n][mix_n] = (fn @ h_t) * rsqrt(mean(h_t^2) + eps) for each token's flattened streams.
- * h: [n][hc*dim]; fn: F32 [mix_n][hc*dim]. */
-static void hc_mixes(const ms_v4_config *c, const float *h, const float *fn, uint32_t mix_n,
+ * h: [n][hc*dim]; fn: F32 [mix_n][hc*dim] checkpoint bytes. */
+static void hc_mixes(const ms_v4_config *c, const float *h, const void *fn, uint32_t mix_n,
                      float *mix, uint32_t n) {
     uint32_t k = c->hc_mult * c->dim;
     ms_weight_view w = {MS_WENC_F32, mix_n, k, fn, NULL};
@@ -163,8 +163,8 @@ static void hc_reduce(const ms_v4_config *c, const float *h, const float *pre, f
 }
 
 /* mHC pre for n tokens: x [n][dim], post [n][hc], comb [n][hc][hc] from h [n][hc][dim] and the
- * sub-layer's fn [mix][hc*dim], scale [3], base [mix]. */
-static void hc_pre(ms_ref_session *s, const float *fn, const float *scale, const float *base,
+ * sub-layer's checkpoint F32 fn [mix][hc*dim], scale [3], base [mix]. */
+static void hc_pre(ms_ref_session *s, const void *fn, const void *scale, const void *base,
                    uint32_t n) {
     const ms_v4_config *c = &s->m->cfg;
     v4_scratch *sc = &s->sc;
@@ -210,7 +210,7 @@ static void forward_batch(ms_ref_session *s, const uint32_t *tokens, uint32_t n,
         for (uint32_t ch = 0; ch < hc; ch++)
             for (uint32_t i = 0; i < dim; i++)
                 sc->h[((size_t)t * hc + ch) * dim + i] =
-                    ms_ref_bf16_to_f32(m->embed[(size_t)tokens[t] * dim + i]);
+                    ms_ref_ld_bf16(m->embed, (size_t)tokens[t] * dim + i);
 
     for (uint32_t li = 0; li < c->n_layers; li++) {
         const v4_layer *L = &m->layers[li];
@@ -232,7 +232,8 @@ static void forward_batch(ms_ref_session *s, const uint32_t *tokens, uint32_t n,
     for (uint32_t t = 0; t < n; t++) {
         float pre[MS_V4_MAX_HC];
         for (uint32_t ch = 0; ch < hc; ch++) {
-            double v = (double)sc->mix[t * hc + ch] * m->hc_head_scale[0] + m->hc_head_base[ch];
+            double v = (double)sc->mix[t * hc + ch] * ms_ref_ld_f32(m->hc_head_scale, 0) +
+                       ms_ref_ld_f32(m->hc_head_base, ch);
             pre[ch] = (float)(1.0 / (1.0 + exp(-v)) + c->hc_eps);
         }
         hc_reduce(c, sc->h + (size_t)t * hc * dim, pre, sc->hfin + (size_t)t * dim);
