@@ -6,8 +6,9 @@
  * Asserts: prefill in one call, in chunks of 3, 4, 5, 16, 128 and token by token (chunk 1) give
  * bit-identical logits at every position (across ratio-4 and ratio-128 block boundaries and past the
  * window); logits are finite; the last layer is live; both stored-value fake quantisations change the
- * output; the quantisation helpers match hand-worked values; YaRN low/high; Sinkhorn; reset; bad
- * checkpoints give clear errors. Seeded: the seed is printed with any failure. */
+ * output; the quantisation helpers match hand-worked values; YaRN low/high (also for degenerate
+ * configs); Sinkhorn; reset; bad checkpoints give clear errors. Seeded: the seed is printed with any
+ * failure. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -423,10 +424,51 @@ static void test_quant_helpers(void) {
     CHECK(worst < 1e-6, "H H != I: %g", worst);
 }
 
+/* YaRN range outside the usual case. Degenerate configs that pass config validation
+ * (compress_rope_theta 1: log(base) = 0; beta_fast 0: log(inf); beta_slow -1: log of a negative)
+ * give infinite or NaN correction dims: the range must still come out defined (a float-to-int
+ * conversion of those is undefined behaviour, stopped by -fsanitize=float-cast-overflow) and the
+ * frequencies finite. A finite range past the dims is kept as the official code keeps it:
+ * compress_rope_theta 10 gives low 80 > high 63, and every frequency is interpolated. */
+static void test_yarn_degenerate(void) {
+    static const struct {
+        double base, beta_fast, beta_slow;
+    } bad[] = {{1.0, 0, -1}, {1.0, 32, 1}, {160000, 0, -1}, {160000, NAN, NAN}, {0.5, 1e308, -1e308},
+               {160000, 1e-300, 1e300}};
+    uint32_t ratios[1] = {4};
+    ms_v4_config c = tiny_cfg(ratios, 1, 8, 128, 0);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int low = -7, high = -7;
+        ms_ref_v4_yarn_range(64, bad[i].base, 65536, bad[i].beta_fast, bad[i].beta_slow, &low, &high);
+        CHECK(low >= 0 && high <= 63, "YaRN(base %g, beta %g/%g): low/high = %d/%d", bad[i].base,
+              bad[i].beta_fast, bad[i].beta_slow, low, high);
+        c.compress_rope_theta = bad[i].base;
+        c.yarn_beta_fast = bad[i].beta_fast;
+        c.yarn_beta_slow = bad[i].beta_slow;
+        double f[32];
+        ms_ref_v4_rope_freqs(&c, true, f);
+        bool finite = true;
+        for (int j = 0; j < 32; j++) finite &= isfinite(f[j]) != 0;
+        CHECK(finite, "YaRN(base %g, beta %g/%g): non-finite frequency", bad[i].base,
+              bad[i].beta_fast, bad[i].beta_slow);
+    }
+    int low, high;
+    ms_ref_v4_yarn_range(64, 10, 65536, 32, 1, &low, &high);
+    CHECK(low == 80 && high == 63, "YaRN(base 10) low/high = %d/%d, want 80/63", low, high);
+    c = tiny_cfg(ratios, 1, 8, 128, 0);
+    c.compress_rope_theta = 10;
+    double f[32];
+    ms_ref_v4_rope_freqs(&c, true, f);
+    for (int j = 0; j < 32; j++)
+        CHECK(f[j] == pow(10, -(2.0 * j) / 64) / 16, "YaRN(base 10) f[%d] = %g not interpolated", j,
+              f[j]);
+}
+
 static void test_yarn_sinkhorn(void) {
     int low, high;
     ms_ref_v4_yarn_range(64, 160000, 65536, 32, 1, &low, &high);
     CHECK(low == 15 && high == 25, "YaRN low/high = %d/%d, want 15/25", low, high);
+    test_yarn_degenerate();
     uint32_t ratios[1] = {4};
     ms_v4_config c = tiny_cfg(ratios, 1, 8, 128, 0);
     double f_yarn[32], f_base[32];

@@ -183,8 +183,9 @@ void ms_ref_v4_hadamard(float *x, uint32_t n);
 
 /* ---- RoPE / YaRN (v4_ops.c, V4_SPEC §3.7) ---- */
 
-/* YaRN correction range for rope_dim dims: low = floor(corr(beta_fast)),
- * high = ceil(corr(beta_slow)), clamped to [0, rope_dim-1]. */
+/* YaRN correction range for rope_dim dims: low = max(floor(corr(beta_fast)), 0),
+ * high = min(ceil(corr(beta_slow)), rope_dim-1), as the official code clamps them (low may exceed
+ * high). Defined for any input: non-finite corrections are clamped before the int conversion. */
 void ms_ref_v4_yarn_range(uint32_t rope_dim, double base, double orig_max_pos, double beta_fast,
                           double beta_slow, int *low, int *high);
 /* freq[rope_dim/2]: the layer's inverse frequencies; compressing = ratio != 0 (base
