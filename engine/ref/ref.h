@@ -129,4 +129,19 @@ void ms_ref_session_reset(ms_ref_session *s); /* back to position 0, state clear
 int ms_ref_session_forward(ms_ref_session *s, const uint32_t *tokens, uint32_t n, float *logits);
 uint32_t ms_ref_session_pos(const ms_ref_session *s);
 
+/* Non-finite diagnosis. The forward pass stays faithful: a NaN or infinity (a 0xFF scale byte, an
+ * overflowing config value) propagates to the logits and forward still returns 0. The session
+ * scans the residual streams after each sub-layer (attention's and the MoE's mHC post) and the
+ * logits, and keeps the earliest position with a non-finite value, then the earliest stage at that
+ * position: the causal forward pass makes that independent of how the tokens were split into
+ * calls. */
+/* Where the session first produced a non-finite value (NaN or ±Inf) since create/reset. */
+typedef struct ms_ref_nonfinite {
+    uint32_t pos;       /* token position */
+    uint32_t layer;     /* layer index; == n_layers for the final head */
+    const char *stage;  /* "attention", "moe" or "head" (static string) */
+} ms_ref_nonfinite;
+/* 0 and *out filled if any non-finite value was seen, else -MS_E_NOT_FOUND. */
+int ms_ref_session_nonfinite(const ms_ref_session *s, ms_ref_nonfinite *out);
+
 #endif

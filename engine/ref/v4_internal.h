@@ -157,6 +157,8 @@ struct ms_ref_session {
     const ms_ref_model *m;
     uint32_t max_tokens;
     uint32_t pos;             /* tokens appended so far */
+    bool nf_seen;             /* a non-finite value was produced since create/reset */
+    ms_ref_nonfinite nf;      /* where (ms_ref_session_nonfinite), valid when nf_seen */
     v4_layer_state *layers;   /* [n_layers] */
     v4_scratch sc;
     void **allocs;            /* every buffer above, for free */
