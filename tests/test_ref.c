@@ -1,5 +1,5 @@
 /* CPU reference self-checks: the decoders against the format tables of V4_SPEC §2.1, and the
- * GEMV/RMSNorm references against products worked out by hand. */
+ * GEMV/RMSNorm references against products worked out by hand and on misaligned weight bytes. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -155,6 +155,44 @@ static void test_rmsnorm(void) {
     CHECK(memcmp(y, y2, sizeof y) == 0, "rmsnorm bf16 weight equals f32 weight");
 }
 
+/* Checkpoint tensors are read in place and may start at any byte offset. The same F32 or BF16
+ * weights at an odd address must give bit-identical GEMV and RMSNorm results to the aligned copy;
+ * built with -fsanitize=alignment (part of `undefined`) a typed load of weight bytes anywhere on
+ * these paths is reported and stops the test. w: [M][K] in enc; x: [2][K]. */
+enum { MIS_M = 3, MIS_K = 40 };
+static void check_misaligned(ms_wenc enc, const void *w, size_t bytes, const float *x) {
+    static union {
+        float align;
+        unsigned char b[1 + MIS_M * MIS_K * sizeof(float)];
+    } buf;
+    unsigned char *odd = buf.b + 1; /* 4-aligned + 1: misaligned for float and uint16_t */
+    float ya[2][MIS_M], yu[2][MIS_M], na[2][MIS_K], nu[2][MIS_K];
+    memcpy(odd, w, bytes);
+    ms_weight_view wa = {enc, MIS_M, MIS_K, w, NULL}, wu = {enc, MIS_M, MIS_K, odd, NULL};
+    ms_ref_gemv(&wa, x, MIS_K, &ya[0][0], MIS_M, 2);
+    ms_ref_gemv(&wu, x, MIS_K, &yu[0][0], MIS_M, 2);
+    CHECK(memcmp(ya, yu, sizeof ya) == 0, "%s gemv: misaligned weights differ", ms_wenc_name(enc));
+    ms_ref_rmsnorm(x, w, enc, &na[0][0], MIS_K, 2, 1e-6f);
+    ms_ref_rmsnorm(x, odd, enc, &nu[0][0], MIS_K, 2, 1e-6f);
+    CHECK(memcmp(na, nu, sizeof na) == 0, "%s rmsnorm: misaligned weight differs", ms_wenc_name(enc));
+    CHECK(ya[0][0] != 0 && na[1][MIS_K - 1] != 0, "%s: degenerate inputs", ms_wenc_name(enc));
+}
+
+static void test_misaligned_weights(void) {
+    float wf[MIS_M * MIS_K], x[2][MIS_K];
+    uint16_t wb[MIS_M * MIS_K];
+    for (int i = 0; i < MIS_M * MIS_K; i++) {
+        wf[i] = (float)(i % 7) * 0.25f - 0.5f;
+        wb[i] = (uint16_t)(0x3F00 + (i * 37) % 0x100); /* bf16 values in [0.5, 1) */
+    }
+    for (int i = 0; i < MIS_K; i++) {
+        x[0][i] = (float)i * 0.125f - 2;
+        x[1][i] = 1.0f / (float)(i + 1);
+    }
+    check_misaligned(MS_WENC_F32, wf, sizeof wf, &x[0][0]);
+    check_misaligned(MS_WENC_BF16, wb, sizeof wb, &x[0][0]);
+}
+
 int main(void) {
     test_fp4();
     test_e4m3();
@@ -164,6 +202,7 @@ int main(void) {
     test_gemv_fp8();
     test_gemv_bf16_f32_nan();
     test_rmsnorm();
+    test_misaligned_weights();
     printf("%s (%d failures)\n", g_fail ? "FAIL" : "PASS", g_fail);
     return g_fail ? 1 : 0;
 }

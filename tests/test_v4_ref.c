@@ -6,8 +6,9 @@
  * Asserts: prefill in one call, in chunks of 3, 4, 5, 16, 128 and token by token (chunk 1) give
  * bit-identical logits at every position (across ratio-4 and ratio-128 block boundaries and past the
  * window); logits are finite; the last layer is live; both stored-value fake quantisations change the
- * output; the quantisation helpers match hand-worked values; YaRN low/high; Sinkhorn; reset; bad
- * checkpoints give clear errors. Seeded: the seed is printed with any failure. */
+ * output; the quantisation helpers match hand-worked values; YaRN low/high (also for degenerate
+ * configs); Sinkhorn; reset; bad checkpoints give clear errors. Seeded: the seed is printed with any
+ * failure. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -423,10 +424,51 @@ static void test_quant_helpers(void) {
     CHECK(worst < 1e-6, "H H != I: %g", worst);
 }
 
+/* YaRN range outside the usual case. Degenerate configs that pass config validation
+ * (compress_rope_theta 1: log(base) = 0; beta_fast 0: log(inf); beta_slow -1: log of a negative)
+ * give infinite or NaN correction dims: the range must still come out defined (a float-to-int
+ * conversion of those is undefined behaviour, stopped by -fsanitize=float-cast-overflow) and the
+ * frequencies finite. A finite range past the dims is kept as the official code keeps it:
+ * compress_rope_theta 10 gives low 80 > high 63, and every frequency is interpolated. */
+static void test_yarn_degenerate(void) {
+    static const struct {
+        double base, beta_fast, beta_slow;
+    } bad[] = {{1.0, 0, -1}, {1.0, 32, 1}, {160000, 0, -1}, {160000, NAN, NAN}, {0.5, 1e308, -1e308},
+               {160000, 1e-300, 1e300}};
+    uint32_t ratios[1] = {4};
+    ms_v4_config c = tiny_cfg(ratios, 1, 8, 128, 0);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int low = -7, high = -7;
+        ms_ref_v4_yarn_range(64, bad[i].base, 65536, bad[i].beta_fast, bad[i].beta_slow, &low, &high);
+        CHECK(low >= 0 && high <= 63, "YaRN(base %g, beta %g/%g): low/high = %d/%d", bad[i].base,
+              bad[i].beta_fast, bad[i].beta_slow, low, high);
+        c.compress_rope_theta = bad[i].base;
+        c.yarn_beta_fast = bad[i].beta_fast;
+        c.yarn_beta_slow = bad[i].beta_slow;
+        double f[32];
+        ms_ref_v4_rope_freqs(&c, true, f);
+        bool finite = true;
+        for (int j = 0; j < 32; j++) finite &= isfinite(f[j]) != 0;
+        CHECK(finite, "YaRN(base %g, beta %g/%g): non-finite frequency", bad[i].base,
+              bad[i].beta_fast, bad[i].beta_slow);
+    }
+    int low, high;
+    ms_ref_v4_yarn_range(64, 10, 65536, 32, 1, &low, &high);
+    CHECK(low == 80 && high == 63, "YaRN(base 10) low/high = %d/%d, want 80/63", low, high);
+    c = tiny_cfg(ratios, 1, 8, 128, 0);
+    c.compress_rope_theta = 10;
+    double f[32];
+    ms_ref_v4_rope_freqs(&c, true, f);
+    for (int j = 0; j < 32; j++)
+        CHECK(f[j] == pow(10, -(2.0 * j) / 64) / 16, "YaRN(base 10) f[%d] = %g not interpolated", j,
+              f[j]);
+}
+
 static void test_yarn_sinkhorn(void) {
     int low, high;
     ms_ref_v4_yarn_range(64, 160000, 65536, 32, 1, &low, &high);
     CHECK(low == 15 && high == 25, "YaRN low/high = %d/%d, want 15/25", low, high);
+    test_yarn_degenerate();
     uint32_t ratios[1] = {4};
     ms_v4_config c = tiny_cfg(ratios, 1, 8, 128, 0);
     double f_yarn[32], f_base[32];
@@ -502,6 +544,131 @@ static void test_live(ms_ref_model *m, const ms_v4_config *c, tstore *store) {
     free(tok);
     free(base);
     free(other);
+}
+
+/* ---- non-finite diagnosis (ms_ref_session_nonfinite) ---- */
+
+/* Sets bytes [byte, byte + len) (len <= 4) of a tensor to 0xFF: NaN in e8m0 and e4m3, and over
+ * two bytes in bf16. saved: the old bytes, for unpoke. */
+static void poke(tstore *store, const char *tensor, size_t byte, size_t len, uint8_t *saved) {
+    uint8_t *w = (uint8_t *)find_tensor(store, tensor)->data;
+    memcpy(saved, w + byte, len);
+    memset(w + byte, 0xFF, len);
+}
+
+static void unpoke(tstore *store, const char *tensor, size_t byte, size_t len, const uint8_t *saved) {
+    memcpy((uint8_t *)find_tensor(store, tensor)->data + byte, saved, len);
+}
+
+/* The first position whose logits row [vocab] has a non-finite value; n if none. */
+static uint32_t first_bad_row(const float *logits, uint32_t n, uint32_t vocab) {
+    for (uint32_t t = 0; t < n; t++)
+        for (uint32_t v = 0; v < vocab; v++)
+            if (!isfinite(logits[(size_t)t * vocab + v])) return t;
+    return n;
+}
+
+/* tok[n] in one call and in chunks of 1 and 5: forward succeeds, the report is (pos, layer, stage)
+ * every time, the logits are non-finite from pos on and not before, and reset clears the report.
+ * pos == n: a clean run, ms_ref_session_nonfinite must say -MS_E_NOT_FOUND. */
+static void expect_nonfinite(const ms_ref_model *m, const ms_v4_config *c, const char *what,
+                             const uint32_t *tok, uint32_t n, uint32_t pos, uint32_t layer,
+                             const char *stage) {
+    float *logits = malloc((size_t)n * c->vocab_size * sizeof(float));
+    static const uint32_t chunks[] = {0, 1, 5};
+    for (size_t ci = 0; ci < sizeof chunks / sizeof chunks[0]; ci++) {
+        uint32_t chunk = chunks[ci] ? chunks[ci] : n;
+        ms_ref_session *s;
+        int rc = ms_ref_session_create(m, n, &s);
+        CHECK(rc == 0, "%s: session create", what);
+        if (rc) break;
+        for (uint32_t t0 = 0; t0 < n && !rc; t0 += chunk) {
+            uint32_t k = n - t0 < chunk ? n - t0 : chunk;
+            rc = ms_ref_session_forward(s, tok + t0, k, logits + (size_t)t0 * c->vocab_size);
+        }
+        CHECK(rc == 0, "%s (chunk %u): forward must still succeed, rc %d", what, chunk, rc);
+        ms_ref_nonfinite nf = {0, 0, "-"};
+        rc = ms_ref_session_nonfinite(s, &nf);
+        if (ci == 0 && rc)
+            printf("nonfinite: %s: none\n", what);
+        else if (ci == 0)
+            printf("nonfinite: %s: first at position %u, layer %u, %s\n", what, nf.pos, nf.layer,
+                   nf.stage);
+        if (pos == n) {
+            CHECK(rc == -MS_E_NOT_FOUND, "%s (chunk %u): rc %d, reported position %u layer %u %s",
+                  what, chunk, rc, nf.pos, nf.layer, nf.stage);
+        } else {
+            CHECK(rc == 0 && nf.pos == pos && nf.layer == layer && !strcmp(nf.stage, stage),
+                  "%s (chunk %u): rc %d, position %u layer %u %s; want %u %u %s", what, chunk, rc,
+                  nf.pos, nf.layer, nf.stage, pos, layer, stage);
+        }
+        uint32_t bad = first_bad_row(logits, n, c->vocab_size);
+        CHECK(bad == pos, "%s (chunk %u): logits first non-finite at position %u, want %u", what,
+              chunk, bad, pos);
+        ms_ref_session_reset(s);
+        CHECK(ms_ref_session_nonfinite(s, &nf) == -MS_E_NOT_FOUND, "%s: reset kept the report", what);
+        ms_ref_session_free(s);
+    }
+    free(logits);
+}
+
+/* Does token v route to expert e in hash layer li? */
+static bool routes_to(tstore *store, const ms_v4_config *c, uint32_t li, uint32_t v, uint32_t e) {
+    char name[64];
+    snprintf(name, sizeof name, "layers.%u.ffn.gate.tid2eid", li);
+    const int64_t *t2e = find_tensor(store, name)->data;
+    for (uint32_t k = 0; k < c->n_active_experts; k++)
+        if (t2e[(size_t)v * c->n_active_experts + k] == (int64_t)e) return true;
+    return false;
+}
+
+static void test_nonfinite(const ms_ref_model *m, const ms_v4_config *c, tstore *store) {
+    uint32_t tok[14], n = 14;
+    uint8_t saved[4], saved0[4];
+    make_tokens(tok, n, c->vocab_size, g_seed * 5);
+    expect_nonfinite(m, c, "clean model", tok, n, n, 0, NULL);
+
+    /* Layers 0 and 1 route by token id. A prompt where expert 1 of layer 1 is first used at
+     * position 4 and expert 2 of layer 0 first at position 10, both with a NaN w1 scale: in one
+     * call layer 0 runs first and turns position 10 non-finite before layer 1 reaches position 4,
+     * yet the report is position 4 (layer 1, moe), as in a token-by-token run. */
+    CHECK(c->n_hash_layers > 1, "nonfinite test wants layers 0 and 1 hash-routed");
+    uint32_t clean = c->vocab_size, first1 = c->vocab_size, first0 = c->vocab_size;
+    for (uint32_t v = 0; v < c->vocab_size; v++) {
+        bool l0 = routes_to(store, c, 0, v, 2), l1 = routes_to(store, c, 1, v, 1);
+        if (!l0 && !l1 && clean == c->vocab_size) clean = v;
+        if (!l0 && l1 && first1 == c->vocab_size) first1 = v;
+        if (l0 && first0 == c->vocab_size) first0 = v;
+    }
+    CHECK(clean < c->vocab_size && first1 < c->vocab_size && first0 < c->vocab_size,
+          "no tokens for the routed-expert prompt");
+    if (clean < c->vocab_size && first1 < c->vocab_size && first0 < c->vocab_size) {
+        uint32_t crafted[14];
+        for (uint32_t t = 0; t < n; t++) crafted[t] = t == 4 ? first1 : t == 10 ? first0 : clean;
+        poke(store, "layers.1.ffn.experts.1.w1.scale", 0, 1, saved);
+        expect_nonfinite(m, c, "layer 1 expert 1 w1 scale 0xFF", crafted, n, 4, 1, "moe");
+        poke(store, "layers.0.ffn.experts.2.w1.scale", 0, 1, saved0);
+        expect_nonfinite(m, c, "and layer 0 expert 2 w1 scale 0xFF", crafted, n, 4, 1, "moe");
+        unpoke(store, "layers.1.ffn.experts.1.w1.scale", 0, 1, saved);
+        expect_nonfinite(m, c, "layer 0 expert 2 w1 scale 0xFF", crafted, n, 10, 0, "moe");
+        unpoke(store, "layers.0.ffn.experts.2.w1.scale", 0, 1, saved0);
+    }
+
+    /* The shared expert serves every token; an attention weight (e4m3 NaN) of layer 2; one head
+     * weight (bf16 NaN) in row 7: all at position 0. */
+    const struct {
+        const char *tensor;
+        size_t byte, len;
+        uint32_t layer;
+        const char *stage;
+    } cases[] = {{"layers.1.ffn.shared_experts.w2.scale", 0, 1, 1, "moe"},
+                 {"layers.2.attn.wo_b.weight", 3, 1, 2, "attention"},
+                 {"head.weight", 2 * (7 * (size_t)c->dim + 3), 2, c->n_layers, "head"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        poke(store, cases[i].tensor, cases[i].byte, cases[i].len, saved);
+        expect_nonfinite(m, c, cases[i].tensor, tok, n, 0, cases[i].layer, cases[i].stage);
+        unpoke(store, cases[i].tensor, cases[i].byte, cases[i].len, saved);
+    }
 }
 
 /* ---- bad checkpoints ---- */
@@ -685,6 +852,7 @@ int main(int argc, char **argv) {
     ms_v4_config cf;
     test_chunking("flash-like", flash, 4, 8, 128, 2, 132, chunks_f, 5, &mf, &s_flash, &cf);
     if (mf) test_live(mf, &cf, &s_flash);
+    if (mf) test_nonfinite(mf, &cf, &s_flash);
     ms_ref_model_free(mf);
     store_free(&s_flash);
 

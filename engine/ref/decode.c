@@ -83,8 +83,8 @@ float ms_ref_fp4_to_f32(uint8_t nibble) {
 float ms_ref_weight_at(const ms_weight_view *w, uint32_t row, uint32_t col) {
     size_t k = w->k;
     switch (w->enc) {
-    case MS_WENC_F32: return ((const float *)w->data)[row * k + col];
-    case MS_WENC_BF16: return ms_ref_bf16_to_f32(((const uint16_t *)w->data)[row * k + col]);
+    case MS_WENC_F32: return ms_ref_ld_f32(w->data, row * k + col);
+    case MS_WENC_BF16: return ms_ref_ld_bf16(w->data, row * k + col);
     case MS_WENC_FP8: {
         size_t scale_cols = (k + 127) / 128;
         float q = ms_ref_e4m3_to_f32(((const uint8_t *)w->data)[row * k + col]);

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef enum ms_wenc {
     MS_WENC_F32 = 0,
@@ -46,6 +47,24 @@ float ms_ref_bf16_to_f32(uint16_t v);
 float ms_ref_e4m3_to_f32(uint8_t v);
 float ms_ref_e8m0_to_f32(uint8_t v);
 float ms_ref_fp4_to_f32(uint8_t nibble);
+
+/* Element i of F32 / BF16 checkpoint data: the only way the reference reads those bytes. Tensors
+ * are used in place in the mapped file and may start at any byte offset, so indexing a
+ * `const float *` there is a misaligned load: undefined behaviour (UBSan reports it;
+ * strict-alignment CPUs fault). A fixed-size memcpy compiles to one plain load on x86-64 and
+ * AArch64. Fields that point into the checkpoint are `const void *`, so a direct index does not
+ * compile. */
+static inline float ms_ref_ld_f32(const void *p, size_t i) {
+    float v;
+    memcpy(&v, (const unsigned char *)p + i * sizeof v, sizeof v);
+    return v;
+}
+/* BF16 element i, decoded (exactly) to F32. */
+static inline float ms_ref_ld_bf16(const void *p, size_t i) {
+    uint16_t v;
+    memcpy(&v, (const unsigned char *)p + i * sizeof v, sizeof v);
+    return ms_ref_bf16_to_f32(v);
+}
 
 /* Decoded weight element W[row, col] for any encoding. */
 float ms_ref_weight_at(const ms_weight_view *w, uint32_t row, uint32_t col);
@@ -158,5 +177,20 @@ void ms_ref_session_reset(ms_ref_session *s); /* back to position 0, state clear
  * the session is unchanged. */
 int ms_ref_session_forward(ms_ref_session *s, const uint32_t *tokens, uint32_t n, float *logits);
 uint32_t ms_ref_session_pos(const ms_ref_session *s);
+
+/* Non-finite diagnosis. The forward pass stays faithful: a NaN or infinity (a 0xFF scale byte, an
+ * overflowing config value) propagates to the logits and forward still returns 0. The session
+ * scans the residual streams after each sub-layer (attention's and the MoE's mHC post) and the
+ * logits, and keeps the earliest position with a non-finite value, then the earliest stage at that
+ * position: the causal forward pass makes that independent of how the tokens were split into
+ * calls. */
+/* Where the session first produced a non-finite value (NaN or ±Inf) since create/reset. */
+typedef struct ms_ref_nonfinite {
+    uint32_t pos;       /* token position */
+    uint32_t layer;     /* layer index; == n_layers for the final head */
+    const char *stage;  /* "attention", "moe" or "head" (static string) */
+} ms_ref_nonfinite;
+/* 0 and *out filled if any non-finite value was seen, else -MS_E_NOT_FOUND. */
+int ms_ref_session_nonfinite(const ms_ref_session *s, ms_ref_nonfinite *out);
 
 #endif

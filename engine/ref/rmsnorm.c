@@ -14,8 +14,7 @@ void ms_ref_rmsnorm(const float *x, const void *w, ms_wenc w_enc, float *y, uint
         for (uint32_t i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
         float inv = (float)(1.0 / sqrt(ss / dim + (double)eps));
         for (uint32_t i = 0; i < dim; i++) {
-            float wi = w_enc == MS_WENC_BF16 ? ms_ref_bf16_to_f32(((const uint16_t *)w)[i])
-                                             : ((const float *)w)[i];
+            float wi = w_enc == MS_WENC_BF16 ? ms_ref_ld_bf16(w, i) : ms_ref_ld_f32(w, i);
             yr[i] = xr[i] * inv * wi;
         }
     }

@@ -43,10 +43,10 @@ static bool cmp_push(const v4_compressor *c, v4_cmp_state *st, const float *a, c
                      uint64_t p, const double *freq, uint32_t rope_dim, float eps, float *row) {
     uint32_t r = c->ratio, d = c->d, w = c->coff * d;
     uint32_t slot = (c->coff - 1) * r + (uint32_t)(p % r);
-    const float *ape = c->ape + (size_t)(p % r) * w;
+    size_t ape0 = (size_t)(p % r) * w; /* row p % r of ape */
     for (uint32_t i = 0; i < w; i++) {
         st->kv[(size_t)slot * w + i] = a[i];
-        st->score[(size_t)slot * w + i] = g[i] + ape[i];
+        st->score[(size_t)slot * w + i] = g[i] + ms_ref_ld_f32(c->ape, ape0 + i);
     }
     if ((p + 1) % r) return false;
 
@@ -110,20 +110,22 @@ static void index_select(const ms_v4_config *c, const float *qi, const float *wi
 }
 
 /* Sparse attention of one query over n_ent KV rows ent[] (V4_SPEC §3.3): per head one softmax
- * over all rows plus the sink in the denominator. q: [n_heads][head_dim]; o: [n_heads][head_dim]. */
-static void attend(const ms_v4_config *c, const float *sink, const float *q, const float **ent,
+ * over all rows plus the sink in the denominator. sink: F32 [n_heads] checkpoint bytes;
+ * q: [n_heads][head_dim]; o: [n_heads][head_dim]. */
+static void attend(const ms_v4_config *c, const void *sink, const float *q, const float **ent,
                    uint32_t n_ent, v4_scratch *sc, float *o) {
     uint32_t hd = c->head_dim;
     double scale = 1.0 / sqrt((double)hd); /* no YaRN mscale */
     double *z = sc->att_z, *acc = sc->att_acc;
     for (uint32_t h = 0; h < c->n_heads; h++) {
         const float *qh = q + (size_t)h * hd;
-        double mx = sink[h]; /* max(m, sink): same result, no overflow when the sink dominates */
+        double sink_h = ms_ref_ld_f32(sink, h);
+        double mx = sink_h; /* max(m, sink): same result, no overflow when the sink dominates */
         for (uint32_t e = 0; e < n_ent; e++) {
             z[e] = dot(qh, ent[e], hd) * scale;
             if (z[e] > mx) mx = z[e];
         }
-        double denom = exp(sink[h] - mx);
+        double denom = exp(sink_h - mx);
         for (uint32_t e = 0; e < n_ent; e++) denom += (z[e] = exp(z[e] - mx));
         memset(acc, 0, hd * sizeof(double));
         for (uint32_t e = 0; e < n_ent; e++)

@@ -4,6 +4,8 @@
  * bytes from the caller's ms_ref_tensor_fn (the checkpoint mapping must outlive the model); it
  * owns only small decoded tables (RoPE frequencies, the hash-routing table narrowed to int32,
  * the per-expert weight views). A session owns its KV state and its scratch buffers.
+ * Borrowed tensors may start at any byte offset: their fields are `const void *`, read only
+ * through ms_ref_ld_f32 / ms_ref_ld_bf16 (ref.h); buffers the reference owns stay typed.
  *
  * Numerics (V4_SPEC §3.0, §3.8): weights are decoded exactly (ms_ref_weight_at), dot products
  * accumulate in double, activations and residual streams are F32, small per-token maths (norms,
@@ -34,31 +36,31 @@ typedef struct v4_compressor {
     uint32_t d;
     ms_weight_view wkv;      /* BF16 [coff*d][dim] */
     ms_weight_view wgate;    /* BF16 [coff*d][dim] */
-    const float *ape;        /* F32 [ratio][coff*d] */
-    const uint16_t *norm;    /* BF16 [d] */
+    const void *ape;         /* F32 [ratio][coff*d] */
+    const void *norm;        /* BF16 [d] */
 } v4_compressor;
 
 typedef struct v4_layer {
     uint32_t ratio;              /* 0 (window only), 4 (CSA, indexer) or 128 (HCA); any r > 0 works */
     const double *rope_freq;     /* [rope_dim/2] model-owned: base table or YaRN table */
     /* mHC (V4_SPEC §3.2), mix = (2 + hc) * hc */
-    const float *hc_attn_fn;     /* F32 [mix][hc*dim] */
-    const float *hc_attn_base;   /* F32 [mix] */
-    const float *hc_attn_scale;  /* F32 [3] */
-    const float *hc_ffn_fn;      /* F32 [mix][hc*dim] */
-    const float *hc_ffn_base;    /* F32 [mix] */
-    const float *hc_ffn_scale;   /* F32 [3] */
-    const uint16_t *attn_norm;   /* BF16 [dim] */
-    const uint16_t *ffn_norm;    /* BF16 [dim] */
+    const void *hc_attn_fn;      /* F32 [mix][hc*dim] */
+    const void *hc_attn_base;    /* F32 [mix] */
+    const void *hc_attn_scale;   /* F32 [3] */
+    const void *hc_ffn_fn;       /* F32 [mix][hc*dim] */
+    const void *hc_ffn_base;     /* F32 [mix] */
+    const void *hc_ffn_scale;    /* F32 [3] */
+    const void *attn_norm;       /* BF16 [dim] */
+    const void *ffn_norm;        /* BF16 [dim] */
     /* attention (V4_SPEC §3.3) */
     ms_weight_view wq_a;         /* FP8 [q_lora][dim] */
-    const uint16_t *q_norm;      /* BF16 [q_lora] */
+    const void *q_norm;          /* BF16 [q_lora] */
     ms_weight_view wq_b;         /* FP8 [n_heads*head_dim][q_lora] */
     ms_weight_view wkv;          /* FP8 [head_dim][dim] */
-    const uint16_t *kv_norm;     /* BF16 [head_dim] */
+    const void *kv_norm;         /* BF16 [head_dim] */
     ms_weight_view wo_a;         /* FP8 [o_groups*o_lora][n_heads*head_dim/o_groups] */
     ms_weight_view wo_b;         /* FP8 [dim][o_groups*o_lora] */
-    const float *attn_sink;      /* F32 [n_heads] */
+    const void *attn_sink;       /* F32 [n_heads] */
     v4_compressor cmp;           /* ratio != 0 */
     /* lightning indexer (ratio 4, V4_SPEC §3.5) */
     ms_weight_view idx_wq_b;     /* FP8 [index_n_heads*index_head_dim][q_lora] */
@@ -66,7 +68,7 @@ typedef struct v4_layer {
     v4_compressor idx_cmp;
     /* MoE (V4_SPEC §3.10) */
     ms_weight_view gate;         /* BF16 [n_experts][dim] */
-    const float *gate_bias;      /* F32 [n_experts]; NULL on hash layers */
+    const void *gate_bias;       /* F32 [n_experts]; NULL on hash layers */
     const int32_t *tid2eid;      /* [vocab][n_active] model-owned; NULL on score-routed layers */
     ms_weight_view sh_w1, sh_w3; /* FP8 [moe_inter][dim] */
     ms_weight_view sh_w2;        /* FP8 [dim][moe_inter] */
@@ -75,12 +77,12 @@ typedef struct v4_layer {
 
 struct ms_ref_model {
     ms_v4_config cfg;
-    const uint16_t *embed;       /* BF16 [vocab][dim] */
+    const void *embed;           /* BF16 [vocab][dim] */
     ms_weight_view head;         /* BF16 [vocab][dim] */
-    const uint16_t *norm;        /* BF16 [dim] */
-    const float *hc_head_fn;     /* F32 [hc][hc*dim] */
-    const float *hc_head_base;   /* F32 [hc] */
-    const float *hc_head_scale;  /* F32 [1] */
+    const void *norm;            /* BF16 [dim] */
+    const void *hc_head_fn;      /* F32 [hc][hc*dim] */
+    const void *hc_head_base;    /* F32 [hc] */
+    const void *hc_head_scale;   /* F32 [1] */
     v4_layer *layers;            /* [n_layers] */
     double *freq_base;           /* [rope_dim/2] rope_theta, no YaRN (ratio-0 layers) */
     double *freq_compress;       /* [rope_dim/2] compress_rope_theta (+ YaRN) */
@@ -155,6 +157,8 @@ struct ms_ref_session {
     const ms_ref_model *m;
     uint32_t max_tokens;
     uint32_t pos;             /* tokens appended so far */
+    bool nf_seen;             /* a non-finite value was produced since create/reset */
+    ms_ref_nonfinite nf;      /* where (ms_ref_session_nonfinite), valid when nf_seen */
     v4_layer_state *layers;   /* [n_layers] */
     v4_scratch sc;
     void **allocs;            /* every buffer above, for free */
@@ -181,8 +185,9 @@ void ms_ref_v4_hadamard(float *x, uint32_t n);
 
 /* ---- RoPE / YaRN (v4_ops.c, V4_SPEC §3.7) ---- */
 
-/* YaRN correction range for rope_dim dims: low = floor(corr(beta_fast)),
- * high = ceil(corr(beta_slow)), clamped to [0, rope_dim-1]. */
+/* YaRN correction range for rope_dim dims: low = max(floor(corr(beta_fast)), 0),
+ * high = min(ceil(corr(beta_slow)), rope_dim-1), as the official code clamps them (low may exceed
+ * high). Defined for any input: non-finite corrections are clamped before the int conversion. */
 void ms_ref_v4_yarn_range(uint32_t rope_dim, double base, double orig_max_pos, double beta_fast,
                           double beta_slow, int *low, int *high);
 /* freq[rope_dim/2]: the layer's inverse frequencies; compressing = ratio != 0 (base
@@ -194,8 +199,9 @@ void ms_ref_v4_rope(float *x, const double *freq, uint32_t rope_dim, uint64_t po
 /* ---- mHC (v4_ops.c, V4_SPEC §3.2) ---- */
 
 /* Splits mix[(2+hc)*hc] into pre[hc], post[hc] and the Sinkhorn-normalised comb[hc][hc]
- * (comb[j][k]: j = source stream, k = destination). */
-void ms_ref_v4_hc_split(const float *mix, const float *scale, const float *base, uint32_t hc,
+ * (comb[j][k]: j = source stream, k = destination). scale: F32 [3], base: F32 [(2+hc)*hc], both
+ * checkpoint bytes. */
+void ms_ref_v4_hc_split(const float *mix, const void *scale, const void *base, uint32_t hc,
                         uint32_t sinkhorn_iters, double hc_eps, float *pre, float *post,
                         float *comb);
 

@@ -252,14 +252,14 @@ static int bind_layer(binder *b, ms_ref_model *m, uint32_t li) {
 
     bind_bf16(b, &L->gate, NAME(n, "%s.ffn.gate.weight", p), E, dim);
     if (li < c->n_hash_layers) {
-        const int64_t *t2e = need_data(b, NAME(n, "%s.ffn.gate.tid2eid", p), MS_ST_I64,
+        const uint8_t *t2e = need_data(b, NAME(n, "%s.ffn.gate.tid2eid", p), MS_ST_I64,
                                        c->vocab_size, c->n_active_experts);
         if (t2e) {
             /* Stored I64, used as int32 (V4_SPEC §6.2): narrow with a range check. */
             int32_t *dst = m->tid2eid + (size_t)li * c->vocab_size * c->n_active_experts;
             for (size_t i = 0; i < (size_t)c->vocab_size * c->n_active_experts; i++) {
                 int64_t v;
-                memcpy(&v, t2e + i, sizeof v); /* the mapping need not be 8-byte aligned */
+                memcpy(&v, t2e + i * sizeof v, sizeof v); /* the mapping may be misaligned */
                 if (v < 0 || v >= (int64_t)E) {
                     fail(b, -MS_E_FORMAT, "tensor %s: token %zu routes to expert %lld, not in 0..%u",
                          n, i / c->n_active_experts, (long long)v, E - 1);
@@ -360,10 +360,10 @@ static void swiglu(float *g, const float *u, uint32_t k, double limit, double we
     }
 }
 
-/* Routing of one token. score: [E] sqrt-softplus scores; bias: [E] or NULL; hash: [K] or NULL.
- * idx, w: [K]. Score routing takes the top K of score + bias (ties: lower expert id first); the
- * weights always come from the unbiased scores. */
-static void route(const ms_v4_config *c, const float *score, const float *bias, const int32_t *hash,
+/* Routing of one token. score: [E] sqrt-softplus scores; bias: F32 [E] checkpoint bytes or NULL;
+ * hash: [K] or NULL; idx, w: [K]. Score routing takes the top K of score + bias (ties: lower
+ * expert id first); the weights always come from the unbiased scores. */
+static void route(const ms_v4_config *c, const float *score, const void *bias, const int32_t *hash,
                   int32_t *idx, float *w) {
     uint32_t E = c->n_routed_experts, K = c->n_active_experts;
     for (uint32_t k = 0; k < K; k++) {
@@ -376,7 +376,7 @@ static void route(const ms_v4_config *c, const float *score, const float *bias, 
         for (uint32_t e = 0; e < E; e++) {
             bool taken = false;
             for (uint32_t j = 0; j < k; j++) taken |= idx[j] == (int32_t)e;
-            double v = (double)score[e] + (bias ? bias[e] : 0.0);
+            double v = (double)score[e] + (bias ? ms_ref_ld_f32(bias, e) : 0.0);
             if (!taken && (best < 0 || v > best_v)) {
                 best = (int32_t)e;
                 best_v = v;

@@ -1,6 +1,7 @@
 /* DeepSeek-V4 reference: small numeric building blocks — the two fake quantisations the official
  * model stores (V4_SPEC §3.8), the Hadamard rotation, RoPE with YaRN (§3.7) and the mHC Sinkhorn
  * split (§3.2). */
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -78,12 +79,24 @@ static double yarn_corr(double n_rot, uint32_t rope_dim, double base, double ori
     return rope_dim * log(orig_max_pos / (n_rot * 2.0 * M_PI)) / (2.0 * log(base));
 }
 
+/* v clamped to [lo, hi] in double, NaN taken as nan_to, then converted: converting ±inf, NaN or a
+ * value outside int's range to int is undefined behaviour. */
+static int clamp_to_int(double v, double lo, double hi, double nan_to) {
+    if (isnan(v)) v = nan_to;
+    return (int)(v < lo ? lo : v > hi ? hi : v);
+}
+
+/* As the official find_correction_range, each end is clamped on one side only: low >= 0 and
+ * high <= rope_dim - 1. A range lying past the dims keeps its other end (compress_rope_theta 10:
+ * low 80, high 63), and the ramp depends on it (there: every frequency interpolated), so clamping
+ * both ends into [0, rope_dim - 1] would change the model. A degenerate config (base 1: log(base)
+ * is 0; beta 0: log of inf; beta < 0: log of a negative) gives ±inf or NaN: ±inf stops at the int
+ * range, NaN takes the clamped bound. */
 void ms_ref_v4_yarn_range(uint32_t rope_dim, double base, double orig_max_pos, double beta_fast,
                           double beta_slow, int *low, int *high) {
-    int lo = (int)floor(yarn_corr(beta_fast, rope_dim, base, orig_max_pos));
-    int hi = (int)ceil(yarn_corr(beta_slow, rope_dim, base, orig_max_pos));
-    *low = lo < 0 ? 0 : lo;
-    *high = hi > (int)rope_dim - 1 ? (int)rope_dim - 1 : hi;
+    double top = (double)rope_dim - 1;
+    *low = clamp_to_int(floor(yarn_corr(beta_fast, rope_dim, base, orig_max_pos)), 0, INT_MAX, 0);
+    *high = clamp_to_int(ceil(yarn_corr(beta_slow, rope_dim, base, orig_max_pos)), INT_MIN, top, top);
 }
 
 void ms_ref_v4_rope_freqs(const ms_v4_config *cfg, bool compressing, double *freq) {
@@ -117,19 +130,21 @@ void ms_ref_v4_rope(float *x, const double *freq, uint32_t rope_dim, uint64_t po
 
 static double sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
 
-void ms_ref_v4_hc_split(const float *mix, const float *scale, const float *base, uint32_t hc,
+void ms_ref_v4_hc_split(const float *mix, const void *scale, const void *base, uint32_t hc,
                         uint32_t sinkhorn_iters, double hc_eps, float *pre, float *post,
                         float *comb) {
     double c[MS_V4_MAX_HC][MS_V4_MAX_HC];
+    double s_pre = ms_ref_ld_f32(scale, 0), s_post = ms_ref_ld_f32(scale, 1);
+    double s_comb = ms_ref_ld_f32(scale, 2);
     for (uint32_t j = 0; j < hc; j++) {
-        pre[j] = (float)(sigmoid((double)mix[j] * scale[0] + base[j]) + hc_eps);
-        post[j] = (float)(2.0 * sigmoid((double)mix[hc + j] * scale[1] + base[hc + j]));
+        pre[j] = (float)(sigmoid(mix[j] * s_pre + ms_ref_ld_f32(base, j)) + hc_eps);
+        post[j] = (float)(2.0 * sigmoid(mix[hc + j] * s_post + ms_ref_ld_f32(base, hc + j)));
     }
     /* Row softmax (+eps), then column normalisation, then (iters - 1) row/column rounds. */
     for (uint32_t j = 0; j < hc; j++) {
         double mx = -INFINITY, sum = 0;
         for (uint32_t k = 0; k < hc; k++) {
-            c[j][k] = (double)mix[2 * hc + j * hc + k] * scale[2] + base[2 * hc + j * hc + k];
+            c[j][k] = mix[2 * hc + j * hc + k] * s_comb + ms_ref_ld_f32(base, 2 * hc + j * hc + k);
             if (c[j][k] > mx) mx = c[j][k];
         }
         for (uint32_t k = 0; k < hc; k++) sum += (c[j][k] = exp(c[j][k] - mx));
