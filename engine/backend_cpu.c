@@ -34,8 +34,13 @@ static int cpu_forward(ms_session *s, const uint32_t *tokens, uint32_t n, float 
 static void cpu_reset(ms_session *s) { ms_ref_session_reset(s->backend); }
 
 static int cpu_nonfinite(const ms_session *s, uint32_t *pos, uint32_t *layer, const char **stage) {
-    (void)s, (void)pos, (void)layer, (void)stage;
-    return -MS_E_NOT_FOUND;
+    ms_ref_nonfinite nf;
+    int rc = ms_ref_session_nonfinite(s->backend, &nf);
+    if (rc) return rc;
+    *pos = nf.pos;
+    *layer = nf.layer;
+    *stage = nf.stage;
+    return 0;
 }
 
 const ms_backend_ops ms_backend_cpu_ops = {

@@ -85,23 +85,33 @@ cfg_case beta_slow "$Y, beta_fast=32, beta_slow=-1)" 1 "'rope_scaling.beta_slow'
 # --- 5. NaN in the output: an error naming the position, never "-nan" with exit 0
 cfg_case hc_eps 'c["hc_eps"] = 1e308' 1 "'hc_eps': 1e+308 is outside"
 cfg_case scaling 'c["routed_scaling_factor"] = 1e308' 1 "'routed_scaling_factor': 1e+308 is outside"
-model nanw
-rm "$T/nanw/model-00001-of-00002.safetensors"
-python3 - "$FX/model-00001-of-00002.safetensors" "$T/nanw/model-00001-of-00002.safetensors" <<'PY'
-import json, struct, sys
-b = bytearray(open(sys.argv[1], "rb").read())
+# poke DIR TENSOR OFFSET HEXBYTES: a copy of the shard that holds TENSOR, bytes changed in place
+poke() {
+    python3 - "$FX" "$T/$1" "$2" "$3" "$4" <<'PY'
+import json, os, struct, sys
+fx, out, name, off, hexb = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+shard = json.load(open(os.path.join(fx, "model.safetensors.index.json")))["weight_map"][name]
+b = bytearray(open(os.path.join(fx, shard), "rb").read())
 n = struct.unpack("<Q", b[:8])[0]
-h = json.loads(b[8:8 + n])
-off = 8 + n + h["head.weight"]["data_offsets"][0]
-b[off + 2 * 5 * 128:off + 2 * 5 * 128 + 2] = b"\xff\x7f"  # head row 5, column 0: a BF16 NaN
-open(sys.argv[2], "wb").write(b)
+start = 8 + n + json.loads(b[8:8 + n])[name]["data_offsets"][0] + off
+b[start:start + len(bytes.fromhex(hexb))] = bytes.fromhex(hexb)
+os.remove(os.path.join(out, shard))
+open(os.path.join(out, shard), "wb").write(b)
 PY
+}
+model nanw
+poke nanw head.weight $((2 * 5 * 128)) ff7f # head row 5, column 0: a BF16 NaN
 run nanw logits -m "$T/nanw" --tokens $TOK
 [ "$rc" -eq 1 ] || fail "NaN head weight: exit $rc, expected 1"
 err_has nanw "non-finite logit"
 err_has nanw "token id 5"
-err_has nanw "position 0"
+err_has nanw "in the final head"
 [ -s "$T/nanw.out" ] && fail "NaN head weight: something was printed on stdout"
+model nanl
+poke nanl layers.1.ffn.shared_experts.w2.scale 0 ff # an e8m0 NaN scale in layer 1's shared expert
+run nanl logits -m "$T/nanl" --tokens $TOK
+[ "$rc" -eq 1 ] || fail "NaN scale in layer 1: exit $rc, expected 1"
+err_has nanl "first NaN/Inf appeared at position 0 in layer 1 (moe)"
 d=$(printf '%s/bad\377name' "$T")
 mkdir "$d" && cp "$FX"/* "$d"/
 run utf8 logits -m "$d" --tokens 1,2

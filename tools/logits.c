@@ -317,11 +317,22 @@ int ms_cmd_logits(int argc, char **argv) {
     /* NaN or Inf is not a result: say where it appeared instead of printing it */
     uint32_t bad_id = 0, bad_pos = first_nonfinite(logits, n, cfg.vocab_size, &bad_id);
     if (bad_pos < n) {
+        uint32_t npos, layer;
+        const char *stage;
+        char where[160] = "";
+        if (ms_session_nonfinite(sess, &npos, &layer, &stage) == 0) {
+            if (layer < cfg.n_layers)
+                snprintf(where, sizeof where, "; the first NaN/Inf appeared at position %u in layer %u (%s)",
+                         npos, layer, stage);
+            else
+                snprintf(where, sizeof where, "; the first NaN/Inf appeared at position %u in the final %s",
+                         npos, stage);
+        }
         fprintf(stderr,
                 "moestream logits: the model produced a non-finite logit (%g for token id %u) at "
-                "position %u%s; the checkpoint's weights or config.json are broken\n",
+                "position %u%s%s; the checkpoint's weights or config.json are broken\n",
                 (double)logits[(size_t)bad_pos * cfg.vocab_size + bad_id], bad_id, bad_pos,
-                n > 1 ? " (the first such position)" : "");
+                n > 1 ? " (the first such position)" : "", where);
         goto out;
     }
 

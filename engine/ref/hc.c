@@ -6,13 +6,6 @@
 #include "engine/ref/ref.h"
 #include "engine/ref/v4_internal.h"
 
-/* F32 element i of checkpoint bytes that may start at any address */
-static double ld32(const void *p, size_t i) {
-    float v;
-    memcpy(&v, (const unsigned char *)p + 4 * i, 4);
-    return v;
-}
-
 void ms_ref_hc_pre(const float *mixraw, const float *h, const void *scale, const void *base,
                    uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters, double hc_eps,
                    double rms_eps, bool head, float *x, float *post, float *comb) {
@@ -26,7 +19,7 @@ void ms_ref_hc_pre(const float *mixraw, const float *h, const void *scale, const
         for (uint32_t j = 0; j < mix_n; j++) mix[j] = (float)(mixraw[(size_t)t * mix_n + j] * rs);
         if (head) {
             for (uint32_t c = 0; c < hc; c++) {
-                double v = (double)mix[c] * ld32(scale, 0) + ld32(base, c);
+                double v = (double)mix[c] * ms_ref_ld_f32(scale, 0) + ms_ref_ld_f32(base, c);
                 pre[c] = (float)(1.0 / (1.0 + exp(-v)) + hc_eps);
             }
         } else {
@@ -62,11 +55,7 @@ void ms_ref_hc_embed(const void *embed, uint32_t vocab, const uint32_t *tokens, 
         for (uint32_t c = 0; c < hc; c++)
             for (uint32_t i = 0; i < dim; i++) {
                 float v = NAN;
-                if (tokens[t] < vocab) {
-                    uint16_t b;
-                    memcpy(&b, (const unsigned char *)embed + 2 * ((size_t)tokens[t] * dim + i), 2);
-                    v = ms_ref_bf16_to_f32(b);
-                }
+                if (tokens[t] < vocab) v = ms_ref_ld_bf16(embed, (size_t)tokens[t] * dim + i);
                 h[((size_t)t * hc + c) * dim + i] = v;
             }
 }
