@@ -291,6 +291,39 @@ static void make_tokens(uint32_t *tokens, uint32_t n, uint32_t vocab, uint64_t s
     for (uint32_t i = 0; i < n; i++) tokens[i] = (uint32_t)(rng_next(&r) % vocab);
 }
 
+/* Hardening: the window ring is sized by the session, not by sliding_window. A window of 2^20 (the
+ * config bound) on a 5-token session holds 5 rows, and gives the logits a window of 8 gives (both
+ * see every position). It once allocated and zeroed window x head_dim floats per layer. */
+static void test_window_sizing(void) {
+    uint32_t ratios[2] = {0, 4};
+    tstore st;
+    memset(&st, 0, sizeof st);
+    ms_v4_config small = tiny_cfg(ratios, 2, 8, 128, 1), huge = small;
+    huge.window = 1u << 20;
+    build_model(&st, &small, g_seed ^ 0x77);
+    ms_ref_model *ms = NULL, *mh = NULL;
+    char err[256];
+    CHECK(ms_ref_model_create(&small, get_fn, &st, &ms, err, sizeof err) == 0, "small: %s", err);
+    CHECK(ms_ref_model_create(&huge, get_fn, &st, &mh, err, sizeof err) == 0, "huge: %s", err);
+    if (ms && mh) {
+        uint32_t tok[5];
+        make_tokens(tok, 5, small.vocab_size, g_seed + 5);
+        size_t nl = 5 * (size_t)small.vocab_size;
+        float *a = malloc(nl * 4), *b = malloc(nl * 4);
+        ms_ref_session *s = NULL;
+        CHECK(ms_ref_session_create(mh, 5, &s) == 0 && s->ring_len == 5,
+              "window 2^20, 5 tokens: ring of %u rows", s ? s->ring_len : 0);
+        ms_ref_session_free(s);
+        CHECK(run(ms, &small, tok, 5, 2, a) == 0 && run(mh, &huge, tok, 5, 2, b) == 0, "runs");
+        CHECK(memcmp(a, b, nl * 4) == 0, "window 8 and 2^20 differ on 5 tokens");
+        free(a);
+        free(b);
+    }
+    ms_ref_model_free(ms);
+    ms_ref_model_free(mh);
+    store_free(&st);
+}
+
 /* Full prompt vs every chunking: bit-identical at every position. */
 static void test_chunking(const char *label, const uint32_t *ratios, uint32_t n_layers,
                           uint32_t window, uint32_t o_lora, uint32_t n_hash, uint32_t n_tokens,
@@ -842,6 +875,7 @@ int main(int argc, char **argv) {
     test_quant_helpers();
     test_yarn_sinkhorn();
     test_load_errors();
+    test_window_sizing();
 
     static tstore s_flash, s_pro, s_win;
     /* Flash-like: pure-window layer first, then CSA/HCA; two hash layers; window 8; 132 tokens

@@ -102,7 +102,8 @@ typedef struct v4_cmp_state {
 } v4_cmp_state;
 
 typedef struct v4_layer_state {
-    float *ring;       /* [window][head_dim] KV latent of the last `window` positions */
+    float *ring;       /* [ring_len][head_dim] KV latent of the last `window` positions; slot
+                        * p % window (ring_len = min(window, max_tokens): p < max_tokens) */
     v4_cmp_state cmp;  /* ratio != 0 */
     v4_cmp_state idx;  /* ratio 4: the indexer's keys (FP4-valued) */
 } v4_layer_state;
@@ -135,8 +136,8 @@ typedef struct v4_scratch {
     float *qi;         /* [B][index_n_heads*index_head_dim] */
     float *wi;         /* [B][index_n_heads] */
     float *crow;       /* [max(head_dim, index_head_dim)] one pooled row */
-    const float **ent; /* [window + max_tokens] KV rows one query attends */
-    double *att_z;     /* [window + max_tokens] scores of one head */
+    const float **ent; /* [ring_len + max_tokens] KV rows one query attends */
+    double *att_z;     /* [ring_len + max_tokens] scores of one head */
     double *att_acc;   /* [head_dim] */
     v4_cand *cand;     /* [max_tokens/4] candidates of one indexer query */
     uint8_t *isel;     /* [max_tokens/4] selected flags */
@@ -156,6 +157,7 @@ typedef struct v4_scratch {
 struct ms_ref_session {
     const ms_ref_model *m;
     uint32_t max_tokens;
+    uint32_t ring_len;        /* min(window, max_tokens): a session never holds more positions */
     uint32_t pos;             /* tokens appended so far */
     bool nf_seen;             /* a non-finite value was produced since create/reset */
     ms_ref_nonfinite nf;      /* where (ms_ref_session_nonfinite), valid when nf_seen */

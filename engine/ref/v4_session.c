@@ -44,7 +44,7 @@ void ms_ref_session_reset(ms_ref_session *s) {
     for (uint32_t li = 0; li < c->n_layers; li++) {
         const v4_layer *L = &s->m->layers[li];
         v4_layer_state *st = &s->layers[li];
-        memset(st->ring, 0, (size_t)c->window * c->head_dim * sizeof(float));
+        memset(st->ring, 0, (size_t)s->ring_len * c->head_dim * sizeof(float));
         if (L->ratio) cmp_state_reset(&st->cmp, &L->cmp);
         if (L->ratio == 4) cmp_state_reset(&st->idx, &L->idx_cmp);
     }
@@ -64,7 +64,10 @@ int ms_ref_session_create(const ms_ref_model *m, uint32_t max_tokens, ms_ref_ses
     size_t qdim = (size_t)c->n_heads * c->head_dim, uo = (size_t)c->o_groups * c->o_lora_rank;
     size_t dI = c->index_head_dim, nI = c->index_n_heads, K = c->n_active_experts;
     size_t I = c->moe_inter_dim, wide = 2 * (c->head_dim > dI ? c->head_dim : dI);
-    size_t n_att = (size_t)c->window + max_tokens;
+    /* Sized by what the session can hold, not by the config's maximum: a window of 2^20 with a
+     * 3-token session costs 3 rows, not 2^20 (that once allocated and zeroed gigabytes). */
+    s->ring_len = c->window < max_tokens ? c->window : max_tokens;
+    size_t n_att = (size_t)s->ring_len + max_tokens;
     bool ok = true;
 
     s->layers = salloc(s, c->n_layers, sizeof *s->layers);
@@ -72,7 +75,7 @@ int ms_ref_session_create(const ms_ref_model *m, uint32_t max_tokens, ms_ref_ses
     for (uint32_t li = 0; ok && li < c->n_layers; li++) {
         const v4_layer *L = &m->layers[li];
         v4_layer_state *st = &s->layers[li];
-        st->ring = salloc(s, (size_t)c->window * c->head_dim, sizeof(float));
+        st->ring = salloc(s, (size_t)s->ring_len * c->head_dim, sizeof(float));
         ok = st->ring != NULL;
         if (ok && L->ratio) ok = cmp_state_alloc(s, &st->cmp, &L->cmp, max_tokens);
         if (ok && L->ratio == 4) ok = cmp_state_alloc(s, &st->idx, &L->idx_cmp, max_tokens);
