@@ -27,6 +27,7 @@
 #include "common/timer.h"
 #include "engine/model/config.h"
 #include "engine/model/v4_synth.h"
+#include "tools/cli.h"
 
 int ms_cmd_synth(int argc, char **argv);
 
@@ -57,22 +58,9 @@ static void usage(FILE *f) {
 }
 
 static int bad_usage(const char *fmt, const char *arg) {
-    fprintf(stderr, "moestream synth: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n\n");
-    usage(stderr);
-    return 2;
+    return ms_cli_bad_usage("synth", usage, fmt, arg);
 }
 
-static bool parse_u64(const char *s, uint64_t *out) {
-    if (!s || *s < '0' || *s > '9') return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end) return false;
-    *out = v;
-    return true;
-}
 
 /* ---- the plan: which tensor goes to which shard at which offset ---- */
 
@@ -324,7 +312,7 @@ int ms_cmd_synth(int argc, char **argv) {
         } else if (!strcmp(a, "--layers") || !strcmp(a, "--experts") || !strcmp(a, "--seed") ||
                    !strcmp(a, "--shard-size") || !strcmp(a, "--threads")) {
             uint64_t x;
-            if (!v || !parse_u64(v, &x)) return bad_usage("%s needs a non-negative integer", a);
+            if (!v || !ms_cli_parse_u64(v, &x)) return bad_usage("%s needs a non-negative integer", a);
             i++;
             if (!strcmp(a, "--layers")) layers = x;
             else if (!strcmp(a, "--experts")) experts = x;

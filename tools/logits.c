@@ -18,6 +18,7 @@
 #include "common/json.h"
 #include "common/status.h"
 #include "engine/engine.h"
+#include "tools/cli.h"
 
 int ms_cmd_logits(int argc, char **argv);
 
@@ -50,23 +51,9 @@ static void usage(FILE *f) {
 }
 
 static int bad_usage(const char *fmt, const char *arg) {
-    fprintf(stderr, "moestream logits: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n\n");
-    usage(stderr);
-    return 2;
+    return ms_cli_bad_usage("logits", usage, fmt, arg);
 }
 
-/* Parses a decimal uint32 (the whole string); returns false on anything else. */
-static bool parse_u32(const char *s, uint32_t *out) {
-    if (!s || !*s || *s == '-' || *s == '+') return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v > UINT32_MAX) return false;
-    *out = (uint32_t)v;
-    return true;
-}
 
 /* Quotes the neighbourhood of s[at, at + len) for a message: "...,12,>>abc<<,13,...". */
 static void quote_window(const char *s, size_t at, size_t len, char *out, size_t out_len) {
@@ -126,7 +113,7 @@ static bool parse_tokens(const char *s, const char *what, uint32_t **out, uint32
         if (ok) {
             memcpy(buf, item, len);
             buf[len] = '\0';
-            ok = parse_u32(buf, &v);
+            ok = ms_cli_parse_u32(buf, &v);
         }
         if (!ok) {
             quote_window(s, (size_t)(item - s), len, win, sizeof win);
@@ -229,10 +216,10 @@ int ms_cmd_logits(int argc, char **argv) {
             if (++i >= argc) return bad_usage("%s needs a file name", a);
             tok_file = argv[i];
         } else if (!strcmp(a, "--top")) {
-            if (++i >= argc || !parse_u32(argv[i], &top) || top == 0)
+            if (++i >= argc || !ms_cli_parse_u32(argv[i], &top) || top == 0)
                 return bad_usage("--top needs a positive integer, got '%s'", i < argc ? argv[i] : "");
         } else if (!strcmp(a, "--chunk")) {
-            if (++i >= argc || !parse_u32(argv[i], &chunk) || chunk == 0)
+            if (++i >= argc || !ms_cli_parse_u32(argv[i], &chunk) || chunk == 0)
                 return bad_usage("--chunk needs a positive integer, got '%s'", i < argc ? argv[i] : "");
         } else if (!strcmp(a, "--all-positions")) {
             all = true;

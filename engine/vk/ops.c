@@ -477,6 +477,29 @@ static int grid_2d(const ms_vk_caps *caps, uint64_t groups, uint32_t *gx, uint32
 
 static bool range_ok(ms_vk_range r, uint64_t need) { return r.buffer && r.size >= need; }
 
+/* The workgroup of the row and element ops: small on CPU devices, where a group is a loop. */
+static uint32_t op_wg(const ms_vk_caps *caps) {
+    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 256;
+    return wg > caps->max_workgroup_invocations ? caps->max_workgroup_invocations : wg;
+}
+
+/* The variant's pipeline and one dispatch of n_groups workgroups on a 2-D grid within the device
+ * limits; the grid's width is stored at *groups_x (a field of push) first when given. */
+static int dispatch_groups(ms_vk_cmd *c, const char *variant, const uint32_t *spec,
+                           uint32_t n_spec, const ms_vk_range *b, uint32_t n_b, void *push,
+                           size_t push_size, uint32_t *groups_x, uint64_t n_groups) {
+    ms_vk *vk = ms_vk_cmd_vk(c);
+    uint32_t gx, gy;
+    if (grid_2d(ms_vk_get_caps(vk), n_groups, &gx, &gy) != 0) {
+        MS_LOGE("%s: %llu workgroups exceed the device grid", variant, (unsigned long long)n_groups);
+        return -MS_E_UNSUPPORTED;
+    }
+    if (groups_x) *groups_x = gx;
+    ms_vk_pipeline *pipe;
+    int rc = ms_vk_pipeline_get(vk, variant, spec, n_spec, 0, &pipe);
+    return rc ? rc : ms_vk_cmd_dispatch(c, pipe, b, n_b, push, push_size, gx, gy, 1);
+}
+
 int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_range scale,
                      ms_vk_range base, ms_vk_range x, ms_vk_range post, ms_vk_range comb,
                      uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters, float hc_eps,
@@ -507,9 +530,6 @@ int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_rang
     spec[MS_HC_PRE_SPEC_WG] = wg;
     spec[MS_HC_PRE_SPEC_HEAD] = head;
     spec[MS_HC_PRE_SPEC_SG_MIN] = caps->subgroup_size_min;
-    ms_vk_pipeline *pipe;
-    int rc = ms_vk_pipeline_get(vk, "hc_pre", spec, MS_HC_PRE_N_SPEC, 0, &pipe);
-    if (rc) return rc;
     ms_vk_range b[7];
     b[MS_HC_PRE_BIND_MIX] = mixraw;
     b[MS_HC_PRE_BIND_H] = h;
@@ -518,14 +538,9 @@ int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_rang
     b[MS_HC_PRE_BIND_X] = x;
     b[MS_HC_PRE_BIND_POST] = post;
     b[MS_HC_PRE_BIND_COMB] = comb;
-    const ms_hc_pre_push pc = {.dim = dim, .hc = hc, .n = n, .sinkhorn_iters = sinkhorn_iters,
-                               .hc_eps = hc_eps, .rms_eps = rms_eps};
-    uint32_t gx, gy;
-    if ((rc = grid_2d(caps, n, &gx, &gy)) != 0) {
-        MS_LOGE("rec_hc_pre: %u tokens exceed the device grid", n);
-        return rc;
-    }
-    return ms_vk_cmd_dispatch(c, pipe, b, 7, &pc, sizeof pc, gx, gy, 1);
+    ms_hc_pre_push pc = {.dim = dim, .hc = hc, .n = n, .sinkhorn_iters = sinkhorn_iters,
+                         .hc_eps = hc_eps, .rms_eps = rms_eps};
+    return dispatch_groups(c, "hc_pre", spec, MS_HC_PRE_N_SPEC, b, 7, &pc, sizeof pc, NULL, n);
 }
 
 int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range post,
@@ -543,25 +558,16 @@ int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range 
                 n, hc, dim);
         return -MS_E_INVALID_ARG;
     }
-    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 256;
-    if (wg > caps->max_workgroup_invocations) wg = caps->max_workgroup_invocations;
-    uint32_t spec[MS_HC_POST_N_SPEC] = {wg};
-    ms_vk_pipeline *pipe;
-    int rc = ms_vk_pipeline_get(vk, "hc_post", spec, MS_HC_POST_N_SPEC, 0, &pipe);
-    if (rc) return rc;
+    const uint32_t wg = op_wg(caps), spec[MS_HC_POST_N_SPEC] = {wg};
     ms_vk_range b[5];
     b[MS_HC_POST_BIND_Y] = y;
     b[MS_HC_POST_BIND_RES] = res;
     b[MS_HC_POST_BIND_POST] = post;
     b[MS_HC_POST_BIND_COMB] = comb;
     b[MS_HC_POST_BIND_H] = h;
-    uint32_t gx, gy;
-    if ((rc = grid_2d(caps, (total + wg - 1) / wg, &gx, &gy)) != 0) {
-        MS_LOGE("rec_hc_post: %llu elements exceed the device grid", (unsigned long long)total);
-        return rc;
-    }
-    const ms_hc_post_push pc = {.dim = dim, .hc = hc, .n = n, .groups_x = gx};
-    return ms_vk_cmd_dispatch(c, pipe, b, 5, &pc, sizeof pc, gx, gy, 1);
+    ms_hc_post_push pc = {.dim = dim, .hc = hc, .n = n};
+    return dispatch_groups(c, "hc_post", spec, MS_HC_POST_N_SPEC, b, 5, &pc, sizeof pc,
+                           &pc.groups_x, (total + wg - 1) / wg);
 }
 
 int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_vk_range h,
@@ -583,20 +589,14 @@ int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_v
                 "lacks");
         return -MS_E_UNSUPPORTED;
     }
-    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 256;
-    if (wg > caps->max_workgroup_invocations) wg = caps->max_workgroup_invocations;
-    uint32_t spec[MS_HC_POST_N_SPEC] = {wg};
-    ms_vk_pipeline *pipe;
-    int rc = ms_vk_pipeline_get(vk, "hc_embed", spec, MS_HC_POST_N_SPEC, 0, &pipe);
-    if (rc) return rc;
+    const uint32_t wg = op_wg(caps), spec[MS_HC_POST_N_SPEC] = {wg};
     ms_vk_range b[3];
     b[MS_HC_EMBED_BIND_TOK] = tokens;
     b[MS_HC_EMBED_BIND_EMBED] = embed;
     b[MS_HC_EMBED_BIND_H] = h;
-    uint32_t gx, gy;
-    if ((rc = grid_2d(caps, (total + wg - 1) / wg, &gx, &gy)) != 0) return rc;
-    const ms_hc_embed_push pc = {.dim = dim, .hc = hc, .n = n, .groups_x = gx, .vocab = vocab};
-    return ms_vk_cmd_dispatch(c, pipe, b, 3, &pc, sizeof pc, gx, gy, 1);
+    ms_hc_embed_push pc = {.dim = dim, .hc = hc, .n = n, .vocab = vocab};
+    return dispatch_groups(c, "hc_embed", spec, MS_HC_POST_N_SPEC, b, 3, &pc, sizeof pc,
+                           &pc.groups_x, (total + wg - 1) / wg);
 }
 
 /* ------------------------------------------------------------------ RoPE */
@@ -626,18 +626,14 @@ int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint
     spec[MS_ROPE_SPEC_RMS] = rms;
     spec[MS_ROPE_SPEC_INVERSE] = inverse;
     spec[MS_ROPE_SPEC_SG_MIN] = caps->subgroup_size_min;
-    ms_vk_pipeline *pipe;
-    int rc = ms_vk_pipeline_get(vk, "rope", spec, MS_ROPE_N_SPEC, 0, &pipe);
-    if (rc) return rc;
     ms_vk_range b[2];
     b[MS_ROPE_BIND_X] = x;
     b[MS_ROPE_BIND_CS] = cs;
-    uint32_t gx, gy;
-    if ((rc = grid_2d(caps, (uint64_t)n * n_heads, &gx, &gy)) != 0) return rc;
-    const ms_rope_push pc = {.n = n, .n_heads = n_heads, .head_dim = head_dim,
-                             .head_stride = head_stride, .token_stride = token_stride, .off = off,
-                             .rope_dim = rope_dim, .groups_x = gx, .eps = eps};
-    return ms_vk_cmd_dispatch(c, pipe, b, 2, &pc, sizeof pc, gx, gy, 1);
+    ms_rope_push pc = {.n = n, .n_heads = n_heads, .head_dim = head_dim,
+                       .head_stride = head_stride, .token_stride = token_stride, .off = off,
+                       .rope_dim = rope_dim, .eps = eps};
+    return dispatch_groups(c, "rope", spec, MS_ROPE_N_SPEC, b, 2, &pc, sizeof pc, &pc.groups_x,
+                           (uint64_t)n * n_heads);
 }
 
 /* ------------------------------------------------------------------ stored-value rounding */
@@ -667,13 +663,8 @@ int ms_vk_rec_fq(ms_vk_cmd *c, ms_vk_range x, uint32_t n_rows, uint32_t row_stri
     spec[MS_FQ_SPEC_WG] = wg;
     spec[MS_FQ_SPEC_QUANT] = quant;
     spec[MS_FQ_SPEC_HADAMARD] = hadamard;
-    ms_vk_pipeline *pipe;
-    int rc = ms_vk_pipeline_get(vk, "fq", spec, MS_FQ_N_SPEC, 0, &pipe);
-    if (rc) return rc;
-    uint32_t gx, gy;
-    if ((rc = grid_2d(caps, n_rows, &gx, &gy)) != 0) return rc;
-    const ms_fq_push pc = {.n_rows = n_rows, .row_stride = row_stride, .len = len, .groups_x = gx};
-    return ms_vk_cmd_dispatch(c, pipe, &x, 1, &pc, sizeof pc, gx, gy, 1);
+    ms_fq_push pc = {.n_rows = n_rows, .row_stride = row_stride, .len = len};
+    return dispatch_groups(c, "fq", spec, MS_FQ_N_SPEC, &x, 1, &pc, sizeof pc, &pc.groups_x, n_rows);
 }
 
 /* ------------------------------------------------------------------ MoE router */
@@ -702,15 +693,10 @@ int ms_vk_rec_router(ms_vk_cmd *c, ms_vk_range logits, ms_vk_range bias, ms_vk_r
                 caps->max_shared_memory);
         return -MS_E_UNSUPPORTED;
     }
-    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 256;
-    if (wg > caps->max_workgroup_invocations) wg = caps->max_workgroup_invocations;
     uint32_t spec[MS_ROUTER_N_SPEC];
-    spec[MS_ROUTER_SPEC_WG] = wg;
+    spec[MS_ROUTER_SPEC_WG] = op_wg(caps);
     spec[MS_ROUTER_SPEC_HASH] = hash;
     spec[MS_ROUTER_SPEC_NORM] = norm;
-    ms_vk_pipeline *pipe;
-    int rc = ms_vk_pipeline_get(vk, "router", spec, MS_ROUTER_N_SPEC, 0, &pipe);
-    if (rc) return rc;
     ms_vk_range b[6];
     b[MS_ROUTER_BIND_LOGITS] = logits;
     b[MS_ROUTER_BIND_BIAS] = bias;
@@ -718,11 +704,9 @@ int ms_vk_rec_router(ms_vk_cmd *c, ms_vk_range logits, ms_vk_range bias, ms_vk_r
     b[MS_ROUTER_BIND_T2E] = tid2eid;
     b[MS_ROUTER_BIND_IDX] = idx;
     b[MS_ROUTER_BIND_W] = w;
-    uint32_t gx, gy;
-    if ((rc = grid_2d(caps, n, &gx, &gy)) != 0) return rc;
-    const ms_router_push pc = {.n = n, .n_experts = n_experts, .k = k, .vocab = hash ? vocab : 1,
-                               .scale = scale, .groups_x = gx};
-    return ms_vk_cmd_dispatch(c, pipe, b, 6, &pc, sizeof pc, gx, gy, 1);
+    ms_router_push pc = {.n = n, .n_experts = n_experts, .k = k, .vocab = hash ? vocab : 1,
+                         .scale = scale};
+    return dispatch_groups(c, "router", spec, MS_ROUTER_N_SPEC, b, 6, &pc, sizeof pc, &pc.groups_x, n);
 }
 
 /* ------------------------------------------------------------------ expert activation */
@@ -739,19 +723,12 @@ int ms_vk_rec_swiglu(ms_vk_cmd *c, ms_vk_range gate, ms_vk_range up, ms_vk_range
                 n, inter, stride, (double)limit);
         return -MS_E_INVALID_ARG;
     }
-    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 256;
-    if (wg > caps->max_workgroup_invocations) wg = caps->max_workgroup_invocations;
-    uint32_t spec[MS_SWIGLU_N_SPEC] = {wg};
-    ms_vk_pipeline *pipe;
-    int rc = ms_vk_pipeline_get(vk, "swiglu", spec, MS_SWIGLU_N_SPEC, 0, &pipe);
-    if (rc) return rc;
+    const uint32_t wg = op_wg(caps), spec[MS_SWIGLU_N_SPEC] = {wg};
     ms_vk_range b[3];
     b[MS_SWIGLU_BIND_GATE] = gate;
     b[MS_SWIGLU_BIND_UP] = up;
     b[MS_SWIGLU_BIND_W] = w;
-    uint32_t gx, gy;
-    if ((rc = grid_2d(caps, ((uint64_t)n * inter + wg - 1) / wg, &gx, &gy)) != 0) return rc;
-    const ms_swiglu_push pc = {.n = n, .inter = inter, .stride = stride, .groups_x = gx,
-                               .limit = limit};
-    return ms_vk_cmd_dispatch(c, pipe, b, 3, &pc, sizeof pc, gx, gy, 1);
+    ms_swiglu_push pc = {.n = n, .inter = inter, .stride = stride, .limit = limit};
+    return dispatch_groups(c, "swiglu", spec, MS_SWIGLU_N_SPEC, b, 3, &pc, sizeof pc,
+                           &pc.groups_x, ((uint64_t)n * inter + wg - 1) / wg);
 }
