@@ -18,11 +18,12 @@ void main() {
     const uint gid = (gl_WorkGroupID.y * p.groups_x + gl_WorkGroupID.x) * WG + gl_LocalInvocationID.x;
     if (gid >= p.n * p.inter) return;
     const uint t = gid / p.inter, i = gid - t * p.inter, j = t * p.stride + i;
-    float g = gs[j], u = us[j];
+    const float g0 = gs[j], u0 = us[j];
+    float g = g0, u = u0;
     if (p.limit > 0.0) {
-        // comparisons, not clamp/min: a NaN stays NaN (clamp and min may return the bound)
-        u = u < -p.limit ? -p.limit : (u > p.limit ? p.limit : u);
-        g = g > p.limit ? p.limit : g;
+        u = clamp(u, -p.limit, p.limit);
+        g = min(g, p.limit);
     }
-    gs[j] = g / (1.0 + exp(-g)) * u * ws[t];
+    // clamp and min may turn a NaN into the bound (NVIDIA does); the reference keeps it NaN
+    gs[j] = isnan(g0) || isnan(u0) ? g0 + u0 : g / (1.0 + exp(-g)) * u * ws[t];
 }
