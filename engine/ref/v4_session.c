@@ -169,62 +169,18 @@ static void watch_nonfinite(ms_ref_session *s, const float *rows, size_t row_len
             }
 }
 
-/* mix[n][mix_n] = (fn @ h_t) * rsqrt(mean(h_t^2) + eps) for each token's flattened streams.
- * h: [n][hc*dim]; fn: F32 [mix_n][hc*dim] checkpoint bytes. */
-static void hc_mixes(const ms_v4_config *c, const float *h, const void *fn, uint32_t mix_n,
-                     float *mix, uint32_t n) {
-    uint32_t k = c->hc_mult * c->dim;
-    ms_weight_view w = {MS_WENC_F32, mix_n, k, fn, NULL};
-    ms_ref_gemv(&w, h, k, mix, mix_n, n);
-    for (uint32_t t = 0; t < n; t++) {
-        double ss = 0;
-        for (uint32_t i = 0; i < k; i++) ss += (double)h[(size_t)t * k + i] * h[(size_t)t * k + i];
-        double rs = 1.0 / sqrt(ss / k + c->rms_norm_eps);
-        for (uint32_t j = 0; j < mix_n; j++) mix[t * mix_n + j] = (float)(mix[t * mix_n + j] * rs);
-    }
-}
-
-/* x[dim] = sum_c pre[c] * h[c][:] (not normalised). h: [hc][dim]; pre: [hc]. */
-static void hc_reduce(const ms_v4_config *c, const float *h, const float *pre, float *x) {
-    for (uint32_t i = 0; i < c->dim; i++) {
-        double acc = 0;
-        for (uint32_t ch = 0; ch < c->hc_mult; ch++) acc += (double)pre[ch] * h[(size_t)ch * c->dim + i];
-        x[i] = (float)acc;
-    }
-}
-
-/* mHC pre for n tokens: x [n][dim], post [n][hc], comb [n][hc][hc] from h [n][hc][dim] and the
- * sub-layer's checkpoint F32 fn [mix][hc*dim], scale [3], base [mix]. */
+/* mHC pre for n tokens (ms_ref_hc_pre, the twin of shaders/hc_pre.comp): the mixing GEMV of the
+ * streams with the sub-layer's checkpoint F32 fn [mix][hc*dim], then x [n][dim], post [n][hc],
+ * comb [n][hc][hc] (head: only x, into out). */
 static void hc_pre(ms_ref_session *s, const void *fn, const void *scale, const void *base,
-                   uint32_t n) {
+                   bool head, float *out, uint32_t n) {
     const ms_v4_config *c = &s->m->cfg;
     v4_scratch *sc = &s->sc;
-    uint32_t hc = c->hc_mult, mix_n = (2 + hc) * hc;
-    float pre[MS_V4_MAX_HC];
-    hc_mixes(c, sc->h, fn, mix_n, sc->mix, n);
-    for (uint32_t t = 0; t < n; t++) {
-        ms_ref_v4_hc_split(sc->mix + (size_t)t * mix_n, scale, base, hc, c->hc_sinkhorn_iters,
-                           c->hc_eps, pre, sc->post + (size_t)t * hc, sc->comb + (size_t)t * hc * hc);
-        hc_reduce(c, sc->h + (size_t)t * hc * c->dim, pre, sc->x + (size_t)t * c->dim);
-    }
-}
-
-/* mHC post: h[k] = post[k] * y + sum_j comb[j][k] * res[j] for each token (j source stream). */
-static void hc_post(ms_ref_session *s, uint32_t n) {
-    const ms_v4_config *c = &s->m->cfg;
-    v4_scratch *sc = &s->sc;
-    uint32_t hc = c->hc_mult, dim = c->dim;
-    for (uint32_t t = 0; t < n; t++) {
-        const float *y = sc->y + (size_t)t * dim, *res = sc->res + (size_t)t * hc * dim;
-        const float *post = sc->post + (size_t)t * hc, *comb = sc->comb + (size_t)t * hc * hc;
-        float *h = sc->h + (size_t)t * hc * dim;
-        for (uint32_t k = 0; k < hc; k++)
-            for (uint32_t i = 0; i < dim; i++) {
-                double acc = (double)post[k] * y[i];
-                for (uint32_t j = 0; j < hc; j++) acc += (double)comb[j * hc + k] * res[(size_t)j * dim + i];
-                h[(size_t)k * dim + i] = (float)acc;
-            }
-    }
+    uint32_t hc = c->hc_mult, k = hc * c->dim, mix_n = head ? hc : (2 + hc) * hc;
+    ms_weight_view w = {MS_WENC_F32, mix_n, k, fn, NULL};
+    ms_ref_gemv(&w, sc->h, k, sc->mix, mix_n, n);
+    ms_ref_hc_pre(sc->mix, sc->h, scale, base, c->dim, hc, n, c->hc_sinkhorn_iters, c->hc_eps,
+                  c->rms_norm_eps, head, out, head ? NULL : sc->post, head ? NULL : sc->comb);
 }
 
 /* One sub-batch of n <= MS_V4_SUB_BATCH tokens at positions s->pos...; logits: [n][vocab]. */
@@ -237,40 +193,27 @@ static void forward_batch(ms_ref_session *s, const uint32_t *tokens, uint32_t n,
     size_t stream_bytes = (size_t)n * hc * dim * sizeof(float);
 
     /* Embedding copied into every stream: no scaling, no gate. */
-    for (uint32_t t = 0; t < n; t++)
-        for (uint32_t ch = 0; ch < hc; ch++)
-            for (uint32_t i = 0; i < dim; i++)
-                sc->h[((size_t)t * hc + ch) * dim + i] =
-                    ms_ref_ld_bf16(m->embed, (size_t)tokens[t] * dim + i);
+    ms_ref_hc_embed(m->embed, c->vocab_size, tokens, dim, hc, n, sc->h);
 
     for (uint32_t li = 0; li < c->n_layers; li++) {
         const v4_layer *L = &m->layers[li];
         memcpy(sc->res, sc->h, stream_bytes);
-        hc_pre(s, L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base, n);
+        hc_pre(s, L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base, false, sc->x, n);
         ms_ref_rmsnorm(sc->x, L->attn_norm, MS_WENC_BF16, sc->x, dim, n, eps);
         ms_ref_v4_attention(s, li, sc->x, s->pos, n, sc->y);
-        hc_post(s, n);
+        ms_ref_hc_post(sc->y, sc->res, sc->post, sc->comb, dim, hc, n, sc->h);
         watch_nonfinite(s, sc->h, (size_t)hc * dim, n, li, "attention");
 
         memcpy(sc->res, sc->h, stream_bytes);
-        hc_pre(s, L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, n);
+        hc_pre(s, L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, false, sc->x, n);
         ms_ref_rmsnorm(sc->x, L->ffn_norm, MS_WENC_BF16, sc->x, dim, n, eps);
         ms_ref_v4_moe(s, li, sc->x, tokens, n, sc->y);
-        hc_post(s, n);
+        ms_ref_hc_post(sc->y, sc->res, sc->post, sc->comb, dim, hc, n, sc->h);
         watch_nonfinite(s, sc->h, (size_t)hc * dim, n, li, "moe");
     }
 
     /* hc_head: the streams' weighted sum (sigmoid weights, no Sinkhorn), then norm and head. */
-    hc_mixes(c, sc->h, m->hc_head_fn, hc, sc->mix, n);
-    for (uint32_t t = 0; t < n; t++) {
-        float pre[MS_V4_MAX_HC];
-        for (uint32_t ch = 0; ch < hc; ch++) {
-            double v = (double)sc->mix[t * hc + ch] * ms_ref_ld_f32(m->hc_head_scale, 0) +
-                       ms_ref_ld_f32(m->hc_head_base, ch);
-            pre[ch] = (float)(1.0 / (1.0 + exp(-v)) + c->hc_eps);
-        }
-        hc_reduce(c, sc->h + (size_t)t * hc * dim, pre, sc->hfin + (size_t)t * dim);
-    }
+    hc_pre(s, m->hc_head_fn, m->hc_head_scale, m->hc_head_base, true, sc->hfin, n);
     ms_ref_rmsnorm(sc->hfin, m->norm, MS_WENC_BF16, sc->hfin, dim, n, eps);
     ms_ref_gemv(&m->head, sc->hfin, dim, logits, c->vocab_size, n);
     watch_nonfinite(s, logits, c->vocab_size, n, c->n_layers, "head");
