@@ -31,7 +31,7 @@ void ms_ref_router(const float *logits, const void *bias, const int32_t *tid2eid
                 bool taken = false;
                 for (uint32_t q = 0; q < j; q++) taken |= it[q] == e;
                 if (taken) continue;
-                double v = (double)(float)sqrt(softplus(l[e])) + ms_ref_ld_f32(bias, e);
+                double v = (double)(float)sqrt(softplus(l[e])) + (bias ? ms_ref_ld_f32(bias, e) : 0.0);
                 if (best == UINT32_MAX || above(v, e, best_v, best)) best = e, best_v = v;
             }
             it[j] = best;

@@ -142,7 +142,7 @@ typedef struct v4_scratch {
     v4_cand *cand;     /* [max_tokens/4] candidates of one indexer query */
     uint8_t *isel;     /* [max_tokens/4] selected flags */
     float *glog;       /* [B][n_experts] gate scores */
-    int32_t *route;    /* [B][n_active] expert ids */
+    uint32_t *route;   /* [B][n_active] expert ids */
     float *rw;         /* [B][n_active] routing weights */
     float *ex_x;       /* [B][dim] tokens gathered for one expert */
     uint32_t *ex_t;    /* [B] their slots in the sub-batch */

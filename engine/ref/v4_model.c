@@ -345,54 +345,6 @@ void ms_ref_v4_set_fake_quant(ms_ref_model *m, bool kv_fp8, bool index_fp4) {
 
 /* ---- MoE (V4_SPEC §3.10) ---- */
 
-static double softplus(double v) { return v > 0 ? v + log1p(exp(-v)) : log1p(exp(v)); }
-
-/* Clamped SwiGLU in place: g = silu(min(g, lim)) * clamp(u, -lim, lim) * weight (lim 0 = none).
- * g, u: [k]. */
-static void swiglu(float *g, const float *u, uint32_t k, double limit, double weight) {
-    for (uint32_t i = 0; i < k; i++) {
-        double gv = g[i], uv = u[i];
-        if (limit > 0) {
-            uv = uv < -limit ? -limit : uv > limit ? limit : uv;
-            gv = gv > limit ? limit : gv;
-        }
-        g[i] = (float)(gv / (1.0 + exp(-gv)) * uv * weight);
-    }
-}
-
-/* Routing of one token. score: [E] sqrt-softplus scores; bias: F32 [E] checkpoint bytes or NULL;
- * hash: [K] or NULL; idx, w: [K]. Score routing takes the top K of score + bias (ties: lower
- * expert id first); the weights always come from the unbiased scores. */
-static void route(const ms_v4_config *c, const float *score, const void *bias, const int32_t *hash,
-                  int32_t *idx, float *w) {
-    uint32_t E = c->n_routed_experts, K = c->n_active_experts;
-    for (uint32_t k = 0; k < K; k++) {
-        if (hash) {
-            idx[k] = hash[k];
-            continue;
-        }
-        int32_t best = -1;
-        double best_v = -INFINITY;
-        for (uint32_t e = 0; e < E; e++) {
-            bool taken = false;
-            for (uint32_t j = 0; j < k; j++) taken |= idx[j] == (int32_t)e;
-            double v = (double)score[e] + (bias ? ms_ref_ld_f32(bias, e) : 0.0);
-            if (!taken && (best < 0 || v > best_v)) {
-                best = (int32_t)e;
-                best_v = v;
-            }
-        }
-        idx[k] = best;
-    }
-    double sum = 0;
-    for (uint32_t k = 0; k < K; k++) sum += score[idx[k]];
-    for (uint32_t k = 0; k < K; k++) {
-        double v = score[idx[k]];
-        if (c->norm_topk_prob) v /= sum;
-        w[k] = (float)(v * c->routed_scaling_factor);
-    }
-}
-
 /* One expert over cnt gathered tokens: sc->ex_x [cnt][dim], their routing weights sc->ex_w [cnt]
  * (applied before w2, the official order) and token slots sc->ex_t [cnt]; adds the outputs into
  * sc->moe_acc [n][dim]. w: w1, w3, w2. */
@@ -401,8 +353,7 @@ static void run_experts(const ms_v4_config *c, const ms_weight_view *w, v4_scrat
     uint32_t dim = c->dim, I = c->moe_inter_dim;
     ms_ref_gemv(&w[0], sc->ex_x, dim, sc->ex_g, I, cnt);
     ms_ref_gemv(&w[1], sc->ex_x, dim, sc->ex_u, I, cnt);
-    for (uint32_t r = 0; r < cnt; r++)
-        swiglu(sc->ex_g + (size_t)r * I, sc->ex_u + (size_t)r * I, I, c->swiglu_limit, sc->ex_w[r]);
+    ms_ref_swiglu(sc->ex_g, sc->ex_u, sc->ex_w, cnt, I, I, c->swiglu_limit);
     ms_ref_gemv(&w[2], sc->ex_g, I, sc->ex_y, dim, cnt);
     for (uint32_t r = 0; r < cnt; r++) {
         double *acc = sc->moe_acc + (size_t)sc->ex_t[r] * dim;
@@ -418,13 +369,10 @@ void ms_ref_v4_moe(ms_ref_session *s, uint32_t li, const float *x, const uint32_
     v4_scratch *sc = &s->sc;
     uint32_t dim = c->dim, E = c->n_routed_experts, K = c->n_active_experts;
 
+    /* gate scores -> routing (ms_ref_router, the twin of shaders/router.comp) */
     ms_ref_gemv(&L->gate, x, dim, sc->glog, E, n);
-    for (uint32_t t = 0; t < n; t++) {
-        float *sg = sc->glog + (size_t)t * E;
-        for (uint32_t e = 0; e < E; e++) sg[e] = (float)sqrt(softplus(sg[e]));
-        const int32_t *hash = L->tid2eid ? L->tid2eid + (size_t)tokens[t] * K : NULL;
-        route(c, sg, L->gate_bias, hash, sc->route + (size_t)t * K, sc->rw + (size_t)t * K);
-    }
+    ms_ref_router(sc->glog, L->gate_bias, L->tid2eid, tokens, n, E, K, c->norm_topk_prob,
+                  c->routed_scaling_factor, sc->route, sc->rw);
 
     /* Routed experts, each over the tokens that chose it (up to B at a time); per token the
      * contributions add up in ascending expert order, independent of the other tokens. */
@@ -433,7 +381,7 @@ void ms_ref_v4_moe(ms_ref_session *s, uint32_t li, const float *x, const uint32_
         uint32_t cnt = 0;
         for (uint32_t t = 0; t < n; t++)
             for (uint32_t k = 0; k < K; k++) {
-                if (sc->route[t * K + k] != (int32_t)e) continue;
+                if (sc->route[t * K + k] != e) continue;
                 memcpy(sc->ex_x + (size_t)cnt * dim, x + (size_t)t * dim, dim * sizeof(float));
                 sc->ex_t[cnt] = t;
                 sc->ex_w[cnt] = sc->rw[t * K + k];

@@ -108,7 +108,7 @@ int ms_ref_session_create(const ms_ref_model *m, uint32_t max_tokens, ms_ref_ses
         sc->cand = salloc(s, max_tokens / 4 + 1, sizeof(v4_cand));
         sc->isel = salloc(s, max_tokens / 4 + 1, 1);
         sc->glog = salloc(s, B * c->n_routed_experts, sizeof(float));
-        sc->route = salloc(s, B * K, sizeof(int32_t));
+        sc->route = salloc(s, B * K, sizeof(uint32_t));
         sc->rw = salloc(s, B * K, sizeof(float));
         sc->ex_x = salloc(s, B * dim, sizeof(float));
         sc->ex_t = salloc(s, B, sizeof(uint32_t));
