@@ -116,7 +116,7 @@ void ms_ref_fq(float *x, uint32_t n_rows, uint32_t row_stride, uint32_t len, ms_
 
 /* The MoE router after the gate GEMV, for n tokens: s[e] = sqrt(softplus(logits[t][e])) (as F32);
  * with tid2eid [vocab][k] the picks are tid2eid[tokens[t]] (hash routing), else the k best of
- * s[e] + bias[e] (bias F32 [E] checkpoint bytes), best first, equal values by the lower id, NaN
+ * s[e] + bias[e] (bias F32 [E] checkpoint bytes, NULL for 0), best first, equal values by the lower id, NaN
  * last; w[k] = s[idx] / sum s[idx] (norm) * scale. idx [n][k], w [n][k]. */
 void ms_ref_router(const float *logits, const void *bias, const int32_t *tid2eid,
                    const uint32_t *tokens, uint32_t n, uint32_t n_experts, uint32_t k, bool norm,
