@@ -4,41 +4,6 @@
 
 #include "engine/ref/ref.h"
 
-const char *ms_wenc_name(ms_wenc enc) {
-    switch (enc) {
-    case MS_WENC_F32: return "f32";
-    case MS_WENC_BF16: return "bf16";
-    case MS_WENC_FP8: return "fp8";
-    case MS_WENC_FP4: return "fp4";
-    case MS_WENC_COUNT: break;
-    }
-    return "?";
-}
-
-static size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
-
-size_t ms_wenc_data_bytes(ms_wenc enc, uint32_t m, uint32_t k) {
-    switch (enc) {
-    case MS_WENC_F32: return (size_t)m * k * 4;
-    case MS_WENC_BF16: return (size_t)m * k * 2;
-    case MS_WENC_FP8: return (size_t)m * k;
-    case MS_WENC_FP4: return (size_t)m * (k / 2);
-    case MS_WENC_COUNT: break;
-    }
-    return 0;
-}
-
-size_t ms_wenc_scale_bytes(ms_wenc enc, uint32_t m, uint32_t k) {
-    switch (enc) {
-    case MS_WENC_FP8: return ceil_div(m, 128) * ceil_div(k, 128);
-    case MS_WENC_FP4: return (size_t)m * (k / 32);
-    case MS_WENC_F32:
-    case MS_WENC_BF16:
-    case MS_WENC_COUNT: break;
-    }
-    return 0;
-}
-
 float ms_ref_bf16_to_f32(uint16_t v) {
     uint32_t bits = (uint32_t)v << 16;
     float f;

@@ -4,11 +4,7 @@
  * op tests compare the two. No SIMD, no fast-math. Functions never allocate and never fail on
  * valid shapes; callers own every buffer. Thread-safe (no global state).
  *
- * Weight encodings are those the DeepSeek-V4 checkpoint ships (docs: V4_SPEC §2.1):
- *   F32   data [m][k] float
- *   BF16  data [m][k] uint16 (bfloat16 bits)
- *   FP8   data [m][k] uint8 OCP e4m3fn; scale [ceil(m/128)][ceil(k/128)] uint8 e8m0 (2^(e-127))
- *   FP4   data [m][k/2] uint8 e2m1, element 2j in the low nibble; scale [m][k/32] uint8 e8m0
+ * Weight encodings: engine/model/weights.h (the checkpoint's own, V4_SPEC §2.1).
  * Activations are F32, stored column after column: x [n][x_stride], y [n][y_stride].
  */
 #ifndef MS_ENGINE_REF_H
@@ -19,28 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 
-typedef enum ms_wenc {
-    MS_WENC_F32 = 0,
-    MS_WENC_BF16 = 1,
-    MS_WENC_FP8 = 2,
-    MS_WENC_FP4 = 3,
-    MS_WENC_COUNT
-} ms_wenc;
-
-const char *ms_wenc_name(ms_wenc enc); /* "f32", "bf16", "fp8", "fp4" */
-
-/* A weight matrix as laid out in the checkpoint. Pointers are borrowed. */
-typedef struct ms_weight_view {
-    ms_wenc enc;
-    uint32_t m;           /* rows (outputs) */
-    uint32_t k;           /* columns (inputs) */
-    const void *data;     /* see the layout table above */
-    const uint8_t *scale; /* FP8/FP4 only, else NULL */
-} ms_weight_view;
-
-/* Byte sizes of the data and scale arrays for an encoding and shape (0 scale bytes for F32/BF16). */
-size_t ms_wenc_data_bytes(ms_wenc enc, uint32_t m, uint32_t k);
-size_t ms_wenc_scale_bytes(ms_wenc enc, uint32_t m, uint32_t k);
+#include "engine/model/weights.h" /* ms_wenc, ms_weight_view */
 
 /* Exact scalar decoders. e4m3: 0x7F/0xFF are NaN; e8m0: 0xFF is NaN; fp4 takes a nibble 0..15. */
 float ms_ref_bf16_to_f32(uint16_t v);

@@ -22,7 +22,6 @@
 #define ROW_ALIGN 128u /* part boundaries: the FP8 scale block height */
 
 static const char *const k_gemv_variant[MS_WENC_COUNT] = {"gemv_f32", "gemv_bf16", "gemv_fp8", "gemv_fp4"};
-static const char *const k_enc_name[MS_WENC_COUNT] = {"f32", "bf16", "fp8", "fp4"};
 static const char *const k_gemv_tiled_variant[MS_WENC_COUNT] = {"gemv_tiled_f32", "gemv_tiled_bf16",
                                                                "gemv_tiled_fp8", "gemv_tiled_fp4"};
 static const uint32_t k_chunk_elems[MS_WENC_COUNT] = {4, 8, 16, 32}; /* elements per 16 bytes */
@@ -33,20 +32,11 @@ static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
 static uint64_t row_bytes(ms_wenc enc, uint32_t k) { return (uint64_t)k * 16 / k_chunk_elems[enc]; }
 
-/* Scale bytes covering rows [row0, row0 + rows) (row0 a multiple of 128 for FP8). */
 static uint64_t scale_bytes(ms_wenc enc, uint32_t row0, uint32_t rows, uint32_t k) {
-    if (enc == MS_WENC_FP8) {
-        uint64_t kb = ((uint64_t)k + 127) / 128;
-        uint64_t rb = ((uint64_t)row0 + rows + 127) / 128 - row0 / 128;
-        return rb * kb;
-    }
-    if (enc == MS_WENC_FP4) return (uint64_t)rows * (k / 32);
-    return 0;
+    return ms_wenc_scale_rows_bytes(enc, row0, rows, k);
 }
 static uint64_t scale_offset(ms_wenc enc, uint32_t row0, uint32_t k) {
-    if (enc == MS_WENC_FP8) return (uint64_t)(row0 / 128) * (((uint64_t)k + 127) / 128);
-    if (enc == MS_WENC_FP4) return (uint64_t)row0 * (k / 32);
-    return 0;
+    return ms_wenc_scale_rows_offset(enc, row0, k);
 }
 
 /* ---------------------------------------------------------------- weights */
@@ -67,7 +57,7 @@ int ms_vk_weight_upload(ms_vk *vk, const ms_weight_view *w, uint64_t max_part_by
         MS_LOGE("weight upload: unknown encoding %d", (int)w->enc);
         return -MS_E_UNSUPPORTED;
     }
-    const char *en = k_enc_name[w->enc];
+    const char *en = ms_wenc_name(w->enc);
     const uint32_t kmul = w->enc == MS_WENC_FP4 ? 32 : k_chunk_elems[w->enc];
     if (w->m < 1 || w->k < 1 || w->k % kmul != 0) {
         MS_LOGE("weight upload: %s weight [%u x %u]: need m >= 1 and k a positive multiple of %u "
@@ -274,7 +264,7 @@ int ms_vk_rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t 
         MS_LOGE("rec_gemv: weight not uploaded (enc %d, %u parts)", (int)w->enc, w->n_parts);
         return -MS_E_INVALID_ARG;
     }
-    const char *en = k_enc_name[w->enc];
+    const char *en = ms_wenc_name(w->enc);
     if (n < 1 || n > MS_GEMV_MAX_COLS) {
         MS_LOGE("rec_gemv: %s [%u x %u]: n = %u activation columns, supported 1..%d", en, w->m, w->k, n,
                 MS_GEMV_MAX_COLS);

@@ -25,7 +25,7 @@
 #include <stdint.h>
 #include <vulkan/vulkan.h>
 
-#include "engine/ref/ref.h"
+#include "engine/model/weights.h" /* ms_wenc, ms_weight_view: the checkpoint encodings */
 
 /* ---------------------------------------------------------------- capabilities */
 
