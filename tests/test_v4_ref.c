@@ -18,6 +18,7 @@
 #include "common/status.h"
 #include "engine/model/config.h"
 #include "engine/ref/ref.h"
+#include "engine/model/v4_synth.h"
 #include "engine/ref/v4_internal.h"
 #include "storage/safetensors.h"
 
@@ -83,71 +84,6 @@ static void store_free(tstore *s) {
     s->n = 0;
 }
 
-static uint16_t f32_to_bf16(float f) {
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    b += 0x7FFF + ((b >> 16) & 1);
-    return (uint16_t)(b >> 16);
-}
-
-static int ceil_log2(double v) { return (int)ceil(log2(v)); }
-
-/* FP8 weight: random finite e4m3 codes of magnitude 0.25..1.875, e8m0 block scales near
- * 1/sqrt(k) so outputs keep the inputs' scale. */
-static void gen_fp8(tstore *s, uint64_t *r, const char *base, uint32_t m, uint32_t k) {
-    char n[128];
-    snprintf(n, sizeof n, "%s.weight", base);
-    uint8_t *w = add_tensor(s, n, MS_ST_F8_E4M3, m, k);
-    for (size_t i = 0; i < (size_t)m * k; i++) {
-        uint64_t v = rng_next(r);
-        w[i] = (uint8_t)(((v & 1) << 7) | ((5 + (v >> 1) % 3) << 3) | ((v >> 8) & 7));
-    }
-    snprintf(n, sizeof n, "%s.scale", base);
-    uint32_t sm = (m + 127) / 128, sk = (k + 127) / 128;
-    uint8_t *sc = add_tensor(s, n, MS_ST_F8_E8M0, sm, sk);
-    for (uint32_t i = 0; i < sm * sk; i++)
-        sc[i] = (uint8_t)(127 - ceil_log2(sqrt((double)k)) + (int)(rng_next(r) % 3) - 1);
-}
-
-/* FP4 expert weight [m][k]: random nibbles, one e8m0 scale per 32 inputs of a row. */
-static void gen_fp4(tstore *s, uint64_t *r, const char *base, uint32_t m, uint32_t k) {
-    char n[128];
-    snprintf(n, sizeof n, "%s.weight", base);
-    uint8_t *w = add_tensor(s, n, MS_ST_I8, m, k / 2);
-    for (size_t i = 0; i < (size_t)m * k / 2; i++) w[i] = (uint8_t)rng_next(r);
-    snprintf(n, sizeof n, "%s.scale", base);
-    uint8_t *sc = add_tensor(s, n, MS_ST_F8_E8M0, m, k / 32);
-    for (uint32_t i = 0; i < m * (k / 32); i++)
-        sc[i] = (uint8_t)(127 - ceil_log2(sqrt((double)k)) - 1 + (int)(rng_next(r) % 3) - 1);
-}
-
-static void gen_bf16(tstore *s, uint64_t *r, const char *name, uint64_t d0, uint64_t d1,
-                     double center, double spread) {
-    uint16_t *w = add_tensor(s, name, MS_ST_BF16, d0, d1);
-    for (size_t i = 0; i < d0 * (d1 ? d1 : 1); i++)
-        w[i] = f32_to_bf16((float)(center + spread * rng_unif(r)));
-}
-
-static void gen_f32(tstore *s, uint64_t *r, const char *name, uint64_t d0, uint64_t d1,
-                    double center, double spread) {
-    float *w = add_tensor(s, name, MS_ST_F32, d0, d1);
-    for (size_t i = 0; i < d0 * (d1 ? d1 : 1); i++) w[i] = (float)(center + spread * rng_unif(r));
-}
-
-static void gen_compressor(tstore *s, uint64_t *r, const char *base, uint32_t ratio, uint32_t d,
-                           uint32_t dim) {
-    char n[128];
-    uint32_t coff = ratio == 4 ? 2 : 1;
-    snprintf(n, sizeof n, "%s.wkv.weight", base);
-    gen_bf16(s, r, n, coff * d, dim, 0, 1.7 / sqrt(dim));
-    snprintf(n, sizeof n, "%s.wgate.weight", base);
-    gen_bf16(s, r, n, coff * d, dim, 0, 1.7 / sqrt(dim));
-    snprintf(n, sizeof n, "%s.ape", base);
-    gen_f32(s, r, n, ratio, coff * d, 0, 0.5);
-    snprintf(n, sizeof n, "%s.norm.weight", base);
-    gen_bf16(s, r, n, d, 0, 1, 0.2);
-}
-
 /* A tiny config in valid formats: dim 128, 2 heads x 128 (RoPE 64), q_lora 64, 2 groups,
  * indexer 2 heads x 128 (top-3), 4 experts (width 64) top-2, vocab 128. */
 static ms_v4_config tiny_cfg(const uint32_t *ratios, uint32_t n_layers, uint32_t window,
@@ -196,67 +132,24 @@ static ms_v4_config tiny_cfg(const uint32_t *ratios, uint32_t n_layers, uint32_t
     return c;
 }
 
+/* Every tensor of the V4 table (engine/model/config.h), filled by the synthetic generator
+ * (engine/model/v4_synth.h): the builder writes no tensor name or shape of its own. */
+typedef struct build_ctx {
+    tstore *s;
+    const ms_v4_config *c;
+    uint64_t seed;
+} build_ctx;
+
+static int build_fn(const ms_v4_tensor_spec *t, void *user) {
+    build_ctx *b = user;
+    void *d = add_tensor(b->s, t->name, t->dtype, t->shape[0], t->n_dims > 1 ? t->shape[1] : 0);
+    ms_v4_synth_fill(b->c, t, b->seed, 0, ms_v4_spec_bytes(t), d);
+    return 0;
+}
+
 static void build_model(tstore *s, const ms_v4_config *c, uint64_t seed) {
-    uint64_t r = seed;
-    char n[128], p[32];
-    uint32_t dim = c->dim, hc = c->hc_mult, mix = (2 + hc) * hc, E = c->n_routed_experts;
-    uint32_t qdim = c->n_heads * c->head_dim;
-    gen_bf16(s, &r, "embed.weight", c->vocab_size, dim, 0, 1.0);
-    gen_bf16(s, &r, "head.weight", c->vocab_size, dim, 0, 1.7 / sqrt(dim));
-    gen_bf16(s, &r, "norm.weight", dim, 0, 1, 0.2);
-    gen_f32(s, &r, "hc_head_fn", hc, hc * dim, 0, 1.7 / sqrt(hc * dim));
-    gen_f32(s, &r, "hc_head_base", hc, 0, 0, 1);
-    gen_f32(s, &r, "hc_head_scale", 1, 0, 0.7, 0.3);
-    for (uint32_t li = 0; li < c->n_layers; li++) {
-        uint32_t ratio = c->compress_ratios[li];
-        snprintf(p, sizeof p, "layers.%u", li);
-#define N(...) (snprintf(n, sizeof n, __VA_ARGS__), n)
-        gen_f32(s, &r, N("%s.hc_attn_fn", p), mix, hc * dim, 0, 1.7 / sqrt(hc * dim));
-        gen_f32(s, &r, N("%s.hc_attn_base", p), mix, 0, 0, 1);
-        gen_f32(s, &r, N("%s.hc_attn_scale", p), 3, 0, 0.7, 0.3);
-        gen_f32(s, &r, N("%s.hc_ffn_fn", p), mix, hc * dim, 0, 1.7 / sqrt(hc * dim));
-        gen_f32(s, &r, N("%s.hc_ffn_base", p), mix, 0, 0, 1);
-        gen_f32(s, &r, N("%s.hc_ffn_scale", p), 3, 0, 0.7, 0.3);
-        gen_bf16(s, &r, N("%s.attn_norm.weight", p), dim, 0, 1, 0.2);
-        gen_bf16(s, &r, N("%s.ffn_norm.weight", p), dim, 0, 1, 0.2);
-        gen_fp8(s, &r, N("%s.attn.wq_a", p), c->q_lora_rank, dim);
-        gen_bf16(s, &r, N("%s.attn.q_norm.weight", p), c->q_lora_rank, 0, 1, 0.2);
-        gen_fp8(s, &r, N("%s.attn.wq_b", p), qdim, c->q_lora_rank);
-        gen_fp8(s, &r, N("%s.attn.wkv", p), c->head_dim, dim);
-        gen_bf16(s, &r, N("%s.attn.kv_norm.weight", p), c->head_dim, 0, 1, 0.2);
-        gen_fp8(s, &r, N("%s.attn.wo_a", p), c->o_groups * c->o_lora_rank, qdim / c->o_groups);
-        gen_fp8(s, &r, N("%s.attn.wo_b", p), dim, c->o_groups * c->o_lora_rank);
-        gen_f32(s, &r, N("%s.attn.attn_sink", p), c->n_heads, 0, 0, 1.5);
-        if (ratio) gen_compressor(s, &r, N("%s.attn.compressor", p), ratio, c->head_dim, dim);
-        if (ratio == 4) {
-            gen_fp8(s, &r, N("%s.attn.indexer.wq_b", p), c->index_n_heads * c->index_head_dim,
-                    c->q_lora_rank);
-            gen_bf16(s, &r, N("%s.attn.indexer.weights_proj.weight", p), c->index_n_heads, dim, 0,
-                     1.7 / sqrt(dim));
-            gen_compressor(s, &r, N("%s.attn.indexer.compressor", p), 4, c->index_head_dim, dim);
-        }
-        gen_bf16(s, &r, N("%s.ffn.gate.weight", p), E, dim, 0, 1.7 / sqrt(dim));
-        if (li < c->n_hash_layers) {
-            int64_t *t = add_tensor(s, N("%s.ffn.gate.tid2eid", p), MS_ST_I64, c->vocab_size,
-                                    c->n_active_experts);
-            for (uint32_t v = 0; v < c->vocab_size; v++) {
-                int64_t a = (int64_t)(rng_next(&r) % E), b = (a + 1 + (int64_t)(rng_next(&r) % (E - 1))) % E;
-                t[v * 2] = a;
-                t[v * 2 + 1] = b;
-            }
-        } else {
-            gen_f32(s, &r, N("%s.ffn.gate.bias", p), E, 0, 0, 0.1);
-        }
-        gen_fp8(s, &r, N("%s.ffn.shared_experts.w1", p), c->moe_inter_dim, dim);
-        gen_fp8(s, &r, N("%s.ffn.shared_experts.w3", p), c->moe_inter_dim, dim);
-        gen_fp8(s, &r, N("%s.ffn.shared_experts.w2", p), dim, c->moe_inter_dim);
-        for (uint32_t e = 0; e < E; e++) {
-            gen_fp4(s, &r, N("%s.ffn.experts.%u.w1", p, e), c->moe_inter_dim, dim);
-            gen_fp4(s, &r, N("%s.ffn.experts.%u.w3", p, e), c->moe_inter_dim, dim);
-            gen_fp4(s, &r, N("%s.ffn.experts.%u.w2", p, e), dim, c->moe_inter_dim);
-        }
-#undef N
-    }
+    build_ctx b = {s, c, seed};
+    ms_v4_for_each_tensor(c, false, build_fn, &b);
 }
 
 /* ---- helpers on whole runs ---- */
