@@ -79,99 +79,37 @@ static void shape_str(char *buf, size_t len, uint32_t n_dims, const uint64_t *sh
     if (o < len) snprintf(buf + o, len - o, "]");
 }
 
-/* The tensor called name with dtype dt and shape [d0] (d1 == 0) or [d0, d1]; NULL on failure. */
-static const ms_st_tensor *need(binder *b, const char *name, ms_st_dtype dt, uint64_t d0,
-                                uint64_t d1) {
+/* The checkpoint tensor of spec t, checked against it (dtype, shape, byte count); NULL on
+ * failure (the first failure is kept in b). */
+static const ms_st_tensor *need(binder *b, const ms_v4_tensor_spec *t) {
     if (b->rc) return NULL;
-    const ms_st_tensor *t = b->get(b->ctx, name);
-    if (!t) {
-        fail(b, -MS_E_FORMAT, "tensor %s is missing", name);
+    const ms_st_tensor *x = b->get(b->ctx, t->name);
+    if (!x) {
+        fail(b, -MS_E_FORMAT, "tensor %s is missing", t->name);
         return NULL;
     }
-    uint64_t want[2] = {d0, d1};
-    uint32_t want_dims = d1 ? 2 : 1;
-    if (t->dtype != dt) {
-        fail(b, -MS_E_FORMAT, "tensor %s: dtype %s, expected %s", name, dtype_name(t->dtype),
-             dtype_name(dt));
+    if (x->dtype != t->dtype) {
+        fail(b, -MS_E_FORMAT, "tensor %s: dtype %s, expected %s", t->name, dtype_name(x->dtype),
+             dtype_name(t->dtype));
         return NULL;
     }
-    bool ok = t->n_dims == want_dims && t->data != NULL;
-    for (uint32_t i = 0; ok && i < want_dims; i++) ok = t->shape[i] == want[i];
+    bool ok = x->n_dims == t->n_dims && x->data != NULL;
+    for (uint32_t i = 0; ok && i < t->n_dims; i++) ok = x->shape[i] == t->shape[i];
     if (!ok) {
         char got[160], exp[64];
-        shape_str(got, sizeof got, t->n_dims < MS_ST_MAX_DIMS ? t->n_dims : MS_ST_MAX_DIMS, t->shape);
-        shape_str(exp, sizeof exp, want_dims, want);
-        fail(b, -MS_E_FORMAT, "tensor %s: shape %s, expected %s%s", name, got, exp,
-             t->data ? "" : " (no data)");
+        shape_str(got, sizeof got, x->n_dims < MS_ST_MAX_DIMS ? x->n_dims : MS_ST_MAX_DIMS, x->shape);
+        shape_str(exp, sizeof exp, t->n_dims, t->shape);
+        fail(b, -MS_E_FORMAT, "tensor %s: shape %s, expected %s%s", t->name, got, exp,
+             x->data ? "" : " (no data)");
         return NULL;
     }
-    if (t->n_bytes != d0 * (d1 ? d1 : 1) * dtype_size(dt)) {
-        fail(b, -MS_E_FORMAT, "tensor %s: %llu data bytes, expected %llu", name,
-             (unsigned long long)t->n_bytes, (unsigned long long)(d0 * (d1 ? d1 : 1) * dtype_size(dt)));
+    uint64_t want = t->shape[0] * (t->n_dims > 1 ? t->shape[1] : 1) * dtype_size(t->dtype);
+    if (x->n_bytes != want) {
+        fail(b, -MS_E_FORMAT, "tensor %s: %llu data bytes, expected %llu", t->name,
+             (unsigned long long)x->n_bytes, (unsigned long long)want);
         return NULL;
     }
-    return t;
-}
-
-static const void *need_data(binder *b, const char *name, ms_st_dtype dt, uint64_t d0, uint64_t d1) {
-    const ms_st_tensor *t = need(b, name, dt, d0, d1);
-    return t ? t->data : NULL;
-}
-
-#define NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
-
-static uint64_t cdiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
-
-/* base.weight F8_E4M3 [m][k] + base.scale F8_E8M0 [ceil(m/128)][ceil(k/128)]. */
-static void bind_fp8(binder *b, ms_weight_view *w, const char *base, uint32_t m, uint32_t k) {
-    char n[256];
-    memset(w, 0, sizeof *w);
-    w->enc = MS_WENC_FP8;
-    w->m = m;
-    w->k = k;
-    w->data = need_data(b, NAME(n, "%s.weight", base), MS_ST_F8_E4M3, m, k);
-    w->scale = need_data(b, NAME(n, "%s.scale", base), MS_ST_F8_E8M0, cdiv(m, 128), cdiv(k, 128));
-}
-
-/* A routed expert matrix [m][k]: I8 = packed FP4 [m][k/2] + E8M0 [m][k/32], or FP8 as above. */
-static void bind_expert(binder *b, ms_weight_view *w, const char *base, uint32_t m, uint32_t k) {
-    char n[256];
-    if (b->rc) return;
-    const ms_st_tensor *t = b->get(b->ctx, NAME(n, "%s.weight", base));
-    if (t && t->dtype == MS_ST_F8_E4M3) {
-        bind_fp8(b, w, base, m, k);
-        return;
-    }
-    if (k % 32) {
-        fail(b, -MS_E_FORMAT, "tensor %s: FP4 needs an input width divisible by 32, got %u", n, k);
-        return;
-    }
-    memset(w, 0, sizeof *w);
-    w->enc = MS_WENC_FP4;
-    w->m = m;
-    w->k = k;
-    w->data = need_data(b, n, MS_ST_I8, m, k / 2);
-    w->scale = need_data(b, NAME(n, "%s.scale", base), MS_ST_F8_E8M0, m, k / 32);
-}
-
-static void bind_bf16(binder *b, ms_weight_view *w, const char *name, uint32_t m, uint32_t k) {
-    memset(w, 0, sizeof *w);
-    w->enc = MS_WENC_BF16;
-    w->m = m;
-    w->k = k;
-    w->data = need_data(b, name, MS_ST_BF16, m, k);
-}
-
-static void bind_compressor(binder *b, v4_compressor *c, const char *base, uint32_t ratio,
-                            uint32_t d, uint32_t dim) {
-    char n[256];
-    c->ratio = ratio;
-    c->coff = ratio == 4 ? 2 : 1; /* overlapping blocks only for ratio 4 */
-    c->d = d;
-    bind_bf16(b, &c->wkv, NAME(n, "%s.wkv.weight", base), c->coff * d, dim);
-    bind_bf16(b, &c->wgate, NAME(n, "%s.wgate.weight", base), c->coff * d, dim);
-    c->ape = need_data(b, NAME(n, "%s.ape", base), MS_ST_F32, ratio, c->coff * d);
-    c->norm = need_data(b, NAME(n, "%s.norm.weight", base), MS_ST_BF16, d, 0);
+    return x;
 }
 
 static bool is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
@@ -212,77 +150,120 @@ static int check_config(const ms_v4_config *c, char *err, size_t err_len) {
     return 0;
 }
 
-static int bind_layer(binder *b, ms_ref_model *m, uint32_t li) {
+/* Where a tensor of the table goes in the model: a weight view (linears) or a data pointer. */
+typedef struct bind_slot {
+    ms_weight_view *view;
+    const void **data;
+} bind_slot;
+
+static bind_slot slot_of(ms_ref_model *m, const ms_v4_tensor_spec *t) {
+    bind_slot s = {NULL, NULL};
     const ms_v4_config *c = &m->cfg;
-    v4_layer *L = &m->layers[li];
-    char n[256], p[64];
-    uint32_t dim = c->dim, hc = c->hc_mult, mix = (2 + hc) * hc, E = c->n_routed_experts;
-    snprintf(p, sizeof p, "layers.%u", li);
-    L->ratio = c->compress_ratios[li];
-    L->rope_freq = L->ratio ? m->freq_compress : m->freq_base;
-
-    L->hc_attn_fn = need_data(b, NAME(n, "%s.hc_attn_fn", p), MS_ST_F32, mix, (uint64_t)hc * dim);
-    L->hc_attn_base = need_data(b, NAME(n, "%s.hc_attn_base", p), MS_ST_F32, mix, 0);
-    L->hc_attn_scale = need_data(b, NAME(n, "%s.hc_attn_scale", p), MS_ST_F32, 3, 0);
-    L->hc_ffn_fn = need_data(b, NAME(n, "%s.hc_ffn_fn", p), MS_ST_F32, mix, (uint64_t)hc * dim);
-    L->hc_ffn_base = need_data(b, NAME(n, "%s.hc_ffn_base", p), MS_ST_F32, mix, 0);
-    L->hc_ffn_scale = need_data(b, NAME(n, "%s.hc_ffn_scale", p), MS_ST_F32, 3, 0);
-    L->attn_norm = need_data(b, NAME(n, "%s.attn_norm.weight", p), MS_ST_BF16, dim, 0);
-    L->ffn_norm = need_data(b, NAME(n, "%s.ffn_norm.weight", p), MS_ST_BF16, dim, 0);
-
-    uint32_t qdim = c->n_heads * c->head_dim;
-    bind_fp8(b, &L->wq_a, NAME(n, "%s.attn.wq_a", p), c->q_lora_rank, dim);
-    L->q_norm = need_data(b, NAME(n, "%s.attn.q_norm.weight", p), MS_ST_BF16, c->q_lora_rank, 0);
-    bind_fp8(b, &L->wq_b, NAME(n, "%s.attn.wq_b", p), qdim, c->q_lora_rank);
-    bind_fp8(b, &L->wkv, NAME(n, "%s.attn.wkv", p), c->head_dim, dim);
-    L->kv_norm = need_data(b, NAME(n, "%s.attn.kv_norm.weight", p), MS_ST_BF16, c->head_dim, 0);
-    bind_fp8(b, &L->wo_a, NAME(n, "%s.attn.wo_a", p), c->o_groups * c->o_lora_rank, qdim / c->o_groups);
-    bind_fp8(b, &L->wo_b, NAME(n, "%s.attn.wo_b", p), dim, c->o_groups * c->o_lora_rank);
-    L->attn_sink = need_data(b, NAME(n, "%s.attn.attn_sink", p), MS_ST_F32, c->n_heads, 0);
-    if (L->ratio)
-        bind_compressor(b, &L->cmp, NAME(n, "%s.attn.compressor", p), L->ratio, c->head_dim, dim);
-    if (L->ratio == 4) {
-        bind_fp8(b, &L->idx_wq_b, NAME(n, "%s.attn.indexer.wq_b", p),
-                 c->index_n_heads * c->index_head_dim, c->q_lora_rank);
-        bind_bf16(b, &L->idx_wproj, NAME(n, "%s.attn.indexer.weights_proj.weight", p),
-                  c->index_n_heads, dim);
-        bind_compressor(b, &L->idx_cmp, NAME(n, "%s.attn.indexer.compressor", p), 4,
-                        c->index_head_dim, dim);
+    v4_layer *L = t->layer < c->n_layers ? &m->layers[t->layer] : NULL;
+    switch (t->role) {
+    case MS_V4_ROLE_EMBED: s.data = &m->embed; break;
+    case MS_V4_ROLE_HEAD: s.view = &m->head; break;
+    case MS_V4_ROLE_NORM: s.data = &m->norm; break;
+    case MS_V4_ROLE_HC_HEAD_FN: s.data = &m->hc_head_fn; break;
+    case MS_V4_ROLE_HC_HEAD_BASE: s.data = &m->hc_head_base; break;
+    case MS_V4_ROLE_HC_HEAD_SCALE: s.data = &m->hc_head_scale; break;
+    case MS_V4_ROLE_ATTN_NORM: s.data = &L->attn_norm; break;
+    case MS_V4_ROLE_FFN_NORM: s.data = &L->ffn_norm; break;
+    case MS_V4_ROLE_HC_ATTN_FN: s.data = &L->hc_attn_fn; break;
+    case MS_V4_ROLE_HC_FFN_FN: s.data = &L->hc_ffn_fn; break;
+    case MS_V4_ROLE_HC_ATTN_BASE: s.data = &L->hc_attn_base; break;
+    case MS_V4_ROLE_HC_FFN_BASE: s.data = &L->hc_ffn_base; break;
+    case MS_V4_ROLE_HC_ATTN_SCALE: s.data = &L->hc_attn_scale; break;
+    case MS_V4_ROLE_HC_FFN_SCALE: s.data = &L->hc_ffn_scale; break;
+    case MS_V4_ROLE_WQ_A: s.view = &L->wq_a; break;
+    case MS_V4_ROLE_Q_NORM: s.data = &L->q_norm; break;
+    case MS_V4_ROLE_WQ_B: s.view = &L->wq_b; break;
+    case MS_V4_ROLE_WKV: s.view = &L->wkv; break;
+    case MS_V4_ROLE_KV_NORM: s.data = &L->kv_norm; break;
+    case MS_V4_ROLE_WO_A: s.view = &L->wo_a; break;
+    case MS_V4_ROLE_WO_B: s.view = &L->wo_b; break;
+    case MS_V4_ROLE_ATTN_SINK: s.data = &L->attn_sink; break;
+    case MS_V4_ROLE_CMP_WKV: s.view = &L->cmp.wkv; break;
+    case MS_V4_ROLE_CMP_WGATE: s.view = &L->cmp.wgate; break;
+    case MS_V4_ROLE_CMP_APE: s.data = &L->cmp.ape; break;
+    case MS_V4_ROLE_CMP_NORM: s.data = &L->cmp.norm; break;
+    case MS_V4_ROLE_IDX_WQ_B: s.view = &L->idx_wq_b; break;
+    case MS_V4_ROLE_IDX_WPROJ: s.view = &L->idx_wproj; break;
+    case MS_V4_ROLE_IDX_CMP_WKV: s.view = &L->idx_cmp.wkv; break;
+    case MS_V4_ROLE_IDX_CMP_WGATE: s.view = &L->idx_cmp.wgate; break;
+    case MS_V4_ROLE_IDX_CMP_APE: s.data = &L->idx_cmp.ape; break;
+    case MS_V4_ROLE_IDX_CMP_NORM: s.data = &L->idx_cmp.norm; break;
+    case MS_V4_ROLE_GATE: s.view = &L->gate; break;
+    case MS_V4_ROLE_GATE_BIAS: s.data = &L->gate_bias; break;
+    case MS_V4_ROLE_SH_W1: s.view = &L->sh_w1; break;
+    case MS_V4_ROLE_SH_W3: s.view = &L->sh_w3; break;
+    case MS_V4_ROLE_SH_W2: s.view = &L->sh_w2; break;
+    case MS_V4_ROLE_EX_W1:
+    case MS_V4_ROLE_EX_W3:
+    case MS_V4_ROLE_EX_W2:
+        s.view = &m->experts[((size_t)t->layer * c->n_routed_experts + t->expert) * 3 +
+                             (t->role == MS_V4_ROLE_EX_W1 ? 0 : t->role == MS_V4_ROLE_EX_W3 ? 1 : 2)];
+        break;
+    case MS_V4_ROLE_GATE_TID2EID: /* narrowed into a model-owned table (bind_fn) */
+    case MS_V4_ROLE_MTP_E_PROJ: /* MTP is not run */
+    case MS_V4_ROLE_MTP_H_PROJ:
+    case MS_V4_ROLE_MTP_ENORM:
+    case MS_V4_ROLE_MTP_HNORM:
+    case MS_V4_ROLE_MTP_NORM:
+    case MS_V4_ROLE_MTP_HC_HEAD_FN:
+    case MS_V4_ROLE_MTP_HC_HEAD_BASE:
+    case MS_V4_ROLE_MTP_HC_HEAD_SCALE:
+    case MS_V4_ROLE_COUNT: break;
     }
+    return s;
+}
 
-    bind_bf16(b, &L->gate, NAME(n, "%s.ffn.gate.weight", p), E, dim);
-    if (li < c->n_hash_layers) {
-        const uint8_t *t2e = need_data(b, NAME(n, "%s.ffn.gate.tid2eid", p), MS_ST_I64,
-                                       c->vocab_size, c->n_active_experts);
-        if (t2e) {
-            /* Stored I64, used as int32 (V4_SPEC §6.2): narrow with a range check. */
-            int32_t *dst = m->tid2eid + (size_t)li * c->vocab_size * c->n_active_experts;
-            for (size_t i = 0; i < (size_t)c->vocab_size * c->n_active_experts; i++) {
-                int64_t v;
-                memcpy(&v, t2e + i * sizeof v, sizeof v); /* the mapping may be misaligned */
-                if (v < 0 || v >= (int64_t)E) {
-                    fail(b, -MS_E_FORMAT, "tensor %s: token %zu routes to expert %lld, not in 0..%u",
-                         n, i / c->n_active_experts, (long long)v, E - 1);
-                    break;
-                }
-                dst[i] = (int32_t)v;
+typedef struct bind_ctx {
+    binder *b;
+    ms_ref_model *m;
+} bind_ctx;
+
+/* One tensor of the table (config.h), checked, into its slot. */
+static int bind_fn(const ms_v4_tensor_spec *t, void *user) {
+    bind_ctx *x = user;
+    binder *b = x->b;
+    ms_ref_model *m = x->m;
+    const ms_v4_config *c = &m->cfg;
+    const ms_st_tensor *st = need(b, t);
+    if (!st) return b->rc;
+    if (t->role == MS_V4_ROLE_GATE_TID2EID) {
+        /* Stored I64, used as int32 (V4_SPEC §6.2): narrow with a range check. */
+        size_t n = (size_t)c->vocab_size * c->n_active_experts;
+        int32_t *dst = m->tid2eid + (size_t)t->layer * n;
+        for (size_t i = 0; i < n; i++) {
+            int64_t v;
+            memcpy(&v, (const uint8_t *)st->data + 8 * i, sizeof v); /* any alignment */
+            if (v < 0 || v >= (int64_t)c->n_routed_experts) {
+                fail(b, -MS_E_FORMAT, "tensor %s: token %zu routes to expert %lld, not in 0..%u",
+                     t->name, i / c->n_active_experts, (long long)v, c->n_routed_experts - 1);
+                return b->rc;
             }
-            L->tid2eid = dst;
+            dst[i] = (int32_t)v;
         }
-    } else {
-        L->gate_bias = need_data(b, NAME(n, "%s.ffn.gate.bias", p), MS_ST_F32, E, 0);
+        m->layers[t->layer].tid2eid = dst;
+        return 0;
     }
-    bind_fp8(b, &L->sh_w1, NAME(n, "%s.ffn.shared_experts.w1", p), c->moe_inter_dim, dim);
-    bind_fp8(b, &L->sh_w3, NAME(n, "%s.ffn.shared_experts.w3", p), c->moe_inter_dim, dim);
-    bind_fp8(b, &L->sh_w2, NAME(n, "%s.ffn.shared_experts.w2", p), dim, c->moe_inter_dim);
-    ms_weight_view *ex = m->experts + (size_t)li * E * 3;
-    for (uint32_t e = 0; e < E && !b->rc; e++) {
-        bind_expert(b, &ex[e * 3 + 0], NAME(n, "%s.ffn.experts.%u.w1", p, e), c->moe_inter_dim, dim);
-        bind_expert(b, &ex[e * 3 + 1], NAME(n, "%s.ffn.experts.%u.w3", p, e), c->moe_inter_dim, dim);
-        bind_expert(b, &ex[e * 3 + 2], NAME(n, "%s.ffn.experts.%u.w2", p, e), dim, c->moe_inter_dim);
+    bind_slot s = slot_of(m, t);
+    if (s.data) *s.data = st->data;
+    if (s.view) {
+        s.view->m = (uint32_t)t->m;
+        s.view->k = (uint32_t)t->k;
+        if (t->part == MS_V4_PART_SCALE) {
+            s.view->scale = st->data;
+        } else {
+            s.view->data = st->data;
+            s.view->enc = t->dtype == MS_ST_F8_E4M3 ? MS_WENC_FP8
+                        : t->dtype == MS_ST_I8      ? MS_WENC_FP4
+                        : t->dtype == MS_ST_BF16    ? MS_WENC_BF16
+                                                    : MS_WENC_F32;
+        }
     }
-    L->ex = ex;
-    return b->rc;
+    return 0;
 }
 
 int ms_ref_model_create(const ms_v4_config *cfg, ms_ref_tensor_fn get, void *ctx,
@@ -311,15 +292,26 @@ int ms_ref_model_create(const ms_v4_config *cfg, ms_ref_tensor_fn get, void *ctx
     ms_ref_v4_rope_freqs(c, false, m->freq_base);
     ms_ref_v4_rope_freqs(c, true, m->freq_compress);
 
+    /* per layer: its compression ratio and RoPE table; then every tensor the table lists */
+    for (uint32_t li = 0; li < c->n_layers; li++) {
+        v4_layer *L = &m->layers[li];
+        L->ratio = c->compress_ratios[li];
+        L->rope_freq = L->ratio ? m->freq_compress : m->freq_base;
+        if (L->ratio) {
+            L->cmp.ratio = L->ratio;
+            L->cmp.coff = L->ratio == 4 ? 2 : 1; /* overlapping blocks only for ratio 4 */
+            L->cmp.d = c->head_dim;
+        }
+        if (L->ratio == 4) {
+            L->idx_cmp.ratio = 4;
+            L->idx_cmp.coff = 2;
+            L->idx_cmp.d = c->index_head_dim;
+        }
+        L->ex = m->experts + (size_t)li * c->n_routed_experts * 3;
+    }
     binder b = {get, ctx, err, err_len, 0};
-    uint32_t dim = c->dim, hc = c->hc_mult;
-    m->embed = need_data(&b, "embed.weight", MS_ST_BF16, c->vocab_size, dim);
-    bind_bf16(&b, &m->head, "head.weight", c->vocab_size, dim);
-    m->norm = need_data(&b, "norm.weight", MS_ST_BF16, dim, 0);
-    m->hc_head_fn = need_data(&b, "hc_head_fn", MS_ST_F32, hc, (uint64_t)hc * dim);
-    m->hc_head_base = need_data(&b, "hc_head_base", MS_ST_F32, hc, 0);
-    m->hc_head_scale = need_data(&b, "hc_head_scale", MS_ST_F32, 1, 0);
-    for (uint32_t li = 0; li < c->n_layers && !b.rc; li++) bind_layer(&b, m, li);
+    bind_ctx bc = {&b, m};
+    ms_v4_for_each_tensor(c, false, bind_fn, &bc);
     if (b.rc) {
         ms_ref_model_free(m);
         return b.rc;
