@@ -618,6 +618,17 @@ static void test_rejections(void) {
         ms_free(j);
     }
 
+    /* index_head_dim == qk_rope_head_dim: the whole indexer head is rotary (transformers accepts
+     * it); smaller is refused */
+    j = replaced(k_flash, "\"index_head_dim\": 128", "\"index_head_dim\": 64");
+    rc = parse(j, &c, err, sizeof err);
+    CHECK(rc == 0 && c.index_head_dim == 64, "index_head_dim == rope dim: %s", err);
+    ms_free(j);
+    j = replaced(k_flash, "\"index_head_dim\": 128", "\"index_head_dim\": 32");
+    rc = parse(j, &c, err, sizeof err);
+    CHECK(rc == -MS_E_FORMAT && strstr(err, "must be at least qk_rope_head_dim"), "32 < 64: %s", err);
+    ms_free(j);
+
     /* a long list is truncated with a count, never overflowing err */
     char small[120];
     j = replaced(k_flash, "4, 128, 4, 128, 4, 128, 4, 0]", "5, 5, 5, 5, 5, 5, 5, 0]");

@@ -394,8 +394,8 @@ static void validate(const ms_v4_config *c, const reader *r) {
         else if (c->index_head_dim < FP4_BLOCK || (c->index_head_dim & (c->index_head_dim - 1)))
             prob(pl, "index_head_dim = %u, must be a power of two >= 32 (Hadamard rotation, FP4 "
                      "blocks of 32)", c->index_head_dim);
-        else if (c->rope_dim && c->index_head_dim <= c->rope_dim)
-            prob(pl, "index_head_dim = %u must be greater than qk_rope_head_dim = %u",
+        else if (c->rope_dim && c->index_head_dim < c->rope_dim) /* equal: all of it rotary */
+            prob(pl, "index_head_dim = %u must be at least qk_rope_head_dim = %u",
                  c->index_head_dim, c->rope_dim);
     }
     if (c->vocab_size && c->bos_id >= c->vocab_size)
