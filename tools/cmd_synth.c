@@ -76,7 +76,6 @@ typedef struct plan {
     uint32_t n, cap;
     uint32_t n_shards;
     uint64_t shard_limit, cur_bytes, total_bytes;
-    bool with_mtp;
 } plan;
 
 static int plan_fn(const ms_v4_tensor_spec *t, void *user) {
@@ -108,16 +107,14 @@ static int plan_fn(const ms_v4_tensor_spec *t, void *user) {
 typedef struct job {
     const ms_v4_config *cfg;
     const item *items; /* this shard's tensors */
-    uint32_t n_items;
     uint64_t seed;
     int fd;
     uint64_t data_base; /* file offset of the data section */
-    const char *path;
     atomic_uint_fast64_t next;  /* next piece index */
     uint64_t n_pieces;
     atomic_uint_fast64_t done_bytes;
     atomic_int failed;          /* first error (negative errno), 0 = none */
-    /* piece p covers item piece_item[p] bytes [piece_off[p], +piece_len[p]) */
+    /* piece p covers bytes [piece_off[p], + PIECE_BYTES) of item piece_item[p] (less at its end) */
     uint32_t *piece_item;
     uint64_t *piece_off;
 } job;
@@ -211,8 +208,7 @@ static int write_shard(const ms_v4_config *cfg, const item *items, uint32_t n, u
     if (!rc) rc = write_all(fd, hdr, hlen, 8);
     free(hdr);
 
-    job j = {.cfg = cfg, .items = items, .n_items = n, .seed = seed, .fd = fd,
-             .data_base = 8 + hlen, .path = path};
+    job j = {.cfg = cfg, .items = items, .seed = seed, .fd = fd, .data_base = 8 + hlen};
     for (uint32_t i = 0; i < n; i++) j.n_pieces += (items[i].bytes + PIECE_BYTES - 1) / PIECE_BYTES;
     j.piece_item = ms_malloc((j.n_pieces ? j.n_pieces : 1) * sizeof *j.piece_item);
     j.piece_off = ms_malloc((j.n_pieces ? j.n_pieces : 1) * sizeof *j.piece_off);
@@ -262,8 +258,15 @@ static int write_shard(const ms_v4_config *cfg, const item *items, uint32_t n, u
 
 /* ---- the command ---- */
 
+/* The file name of shard i of n (as the index names it). */
+static void shard_file(char *out, size_t len, uint32_t i, uint32_t n) {
+    snprintf(out, len, "model-%05u-of-%05u.safetensors", i + 1, n);
+}
+
 static void shard_name(char *out, size_t len, const char *dir, uint32_t i, uint32_t n) {
-    snprintf(out, len, "%s/model-%05u-of-%05u.safetensors", dir, i + 1, n);
+    char f[64];
+    shard_file(f, sizeof f, i, n);
+    snprintf(out, len, "%s/%s", dir, f);
 }
 
 static void remove_outputs(const char *dir, uint32_t n_shards) {
@@ -278,15 +281,13 @@ static void remove_outputs(const char *dir, uint32_t n_shards) {
     unlink(p);
 }
 
-static bool dir_empty(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return true;
-    close(fd);
+/* dir (a directory) already holds a model: a config.json or an index. */
+static bool holds_model(const char *dir) {
     char p[4200];
     snprintf(p, sizeof p, "%s/config.json", dir);
-    bool has_cfg = access(p, F_OK) == 0;
+    if (access(p, F_OK) == 0) return true;
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
-    return !has_cfg && access(p, F_OK) != 0;
+    return access(p, F_OK) == 0;
 }
 
 int ms_cmd_synth(int argc, char **argv) {
@@ -367,8 +368,8 @@ int ms_cmd_synth(int argc, char **argv) {
         if (threads > MAX_THREADS) threads = MAX_THREADS;
     }
 
-    plan p = {.shard_limit = shard_gib << 30, .with_mtp = c.n_mtp_layers > 0};
-    rc = ms_v4_for_each_tensor(&c, p.with_mtp, plan_fn, &p);
+    plan p = {.shard_limit = shard_gib << 30};
+    rc = ms_v4_for_each_tensor(&c, c.n_mtp_layers > 0, plan_fn, &p);
     if (rc) {
         fprintf(stderr, "moestream synth: %s\n", ms_strerror(rc));
         ms_free(p.items);
@@ -386,7 +387,7 @@ int ms_cmd_synth(int argc, char **argv) {
         ms_free(p.items);
         return 1;
     }
-    if (!force && !dir_empty(out)) {
+    if (!force && holds_model(out)) {
         fprintf(stderr, "moestream synth: %s already holds a model (config.json or an index); "
                         "use --force to replace it\n", out);
         ms_free(p.items);
@@ -425,12 +426,13 @@ int ms_cmd_synth(int argc, char **argv) {
         snprintf(path, sizeof path, "%s/model.safetensors.index.json", out);
         f = fopen(path, "w");
         if (!f) rc = -errno;
+        if (f)
+            fprintf(f, "{\"metadata\": {\"total_size\": %llu}, \"weight_map\": {",
+                    (unsigned long long)p.total_bytes);
         for (uint32_t i = 0; f && i < p.n; i++) {
             char sn[64];
-            snprintf(sn, sizeof sn, "model-%05u-of-%05u.safetensors", p.items[i].shard + 1,
-                     p.n_shards);
-            fprintf(f, "%s\"%s\": \"%s\"", i ? ",\n    " : "{\"metadata\": {\"total_size\": "
-                    "0}, \"weight_map\": {\n    ", p.items[i].spec.name, sn);
+            shard_file(sn, sizeof sn, p.items[i].shard, p.n_shards);
+            fprintf(f, "%s\n    \"%s\": \"%s\"", i ? "," : "", p.items[i].spec.name, sn);
         }
         if (f) {
             fprintf(f, "\n}}\n");
