@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
-#include "common/log.h"
 #include "common/status.h"
 
 const char *ms_file_kind(mode_t mode) {

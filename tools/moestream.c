@@ -7,11 +7,9 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "common/fault.h"
-#include "common/log.h"
 #include "tools/env.h"
 
 #ifndef MS_VERSION

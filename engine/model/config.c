@@ -10,14 +10,11 @@
  */
 #include "engine/model/config.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "common/alloc.h"
 #include "common/file.h"

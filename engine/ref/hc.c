@@ -1,7 +1,6 @@
 /* Manifold-constrained hyper-connections around a sub-layer (V4_SPEC §3.2): the references of
  * shaders/hc_pre.comp and hc_post.comp, and what the forward pass (v4_session.c) runs. */
 #include <math.h>
-#include <string.h>
 
 #include "engine/ref/ref.h"
 #include "engine/ref/v4_internal.h"
