@@ -5,12 +5,9 @@
  * Exit: 0 ok, 1 failure (missing model, bad checkpoint, out of memory), 2 bad usage (flags, token
  * list, token id >= vocab).
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <xxhash.h>
 
 #include "common/alloc.h"
