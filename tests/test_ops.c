@@ -19,6 +19,7 @@
 #include "engine/ref/ref.h"
 #include "engine/vk/vk.h"
 #include "tools/env.h"
+#include "tests/ops_util.h"
 
 /* Tolerances: NMSE of the GPU result against the reference (which decodes exactly and sums in
  * double). Weights decode exactly on both sides, so only F32 summation order differs; the error
@@ -46,7 +47,6 @@
 /* SwiGLU: F32 exp and products on the GPU, double in the reference: ~2 ulps, NMSE ~1e-15. */
 #define TOL_NMSE_SWIGLU 1e-12
 
-#define GUARD_WORD 0x5eedf00du
 #define MAX_N 8
 
 typedef enum op_kind { OP_GEMV, OP_RMSNORM, OP_HC_PRE, OP_HC_HEAD, OP_HC_POST, OP_HC_EMBED, OP_ROPE, OP_FQ, OP_ROUTER, OP_SWIGLU } op_kind;
@@ -162,33 +162,6 @@ static const test_case k_cases[] = {
 };
 #define N_CASES (sizeof k_cases / sizeof k_cases[0])
 
-/* ------------------------------------------------------------------ helpers */
-
-static uint64_t g_rng;
-static uint64_t rng_next(void) { /* splitmix64 */
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static float rng_uniform(void) { return (float)((double)(rng_next() >> 11) * 0x1p-53 * 2.0 - 1.0); }
-
-static void fill_bytes(uint8_t *p, size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v = rng_next();
-        memcpy(p + i, &v, 8);
-    }
-    for (; i < n; i++) p[i] = (uint8_t)rng_next();
-}
-
-static uint16_t f32_to_bf16(float f) { /* round to nearest even; inputs are finite */
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    b += 0x7FFF + ((b >> 16) & 1);
-    return (uint16_t)(b >> 16);
-}
-
 static const char *op_name(const test_case *t) {
     if (t->op == OP_RMSNORM) return "rmsnorm";
     if (t->op == OP_HC_PRE || t->op == OP_HC_HEAD) return "hc_pre";
@@ -206,114 +179,6 @@ static const char *op_name(const test_case *t) {
     case MS_WENC_COUNT: break;
     }
     return "?";
-}
-
-/* Random weights in an encoding. Scales stay within a few binades of 1 so products stay finite.
- * NaN codes are excluded here and injected on purpose by the NaN/Inf cases. */
-static int make_weight(ms_wenc enc, uint32_t m, uint32_t k, void **data, uint8_t **scale) {
-    size_t nd = ms_wenc_data_bytes(enc, m, k), ns = ms_wenc_scale_bytes(enc, m, k);
-    *data = ms_malloc(nd);
-    *scale = ns ? ms_malloc(ns) : NULL;
-    if (!*data || (ns && !*scale)) return -MS_E_NOMEM;
-    switch (enc) {
-    case MS_WENC_F32:
-        for (size_t i = 0; i < (size_t)m * k; i++) ((float *)*data)[i] = rng_uniform();
-        break;
-    case MS_WENC_BF16:
-        for (size_t i = 0; i < (size_t)m * k; i++) ((uint16_t *)*data)[i] = f32_to_bf16(rng_uniform());
-        break;
-    case MS_WENC_FP8: {
-        uint8_t *d = *data;
-        fill_bytes(d, nd);
-        for (size_t i = 0; i < nd; i++)
-            if ((d[i] & 0x7F) == 0x7F) d[i] ^= 1; /* no NaN codes */
-        break;
-    }
-    case MS_WENC_FP4: fill_bytes(*data, nd); break;
-    case MS_WENC_COUNT: return -MS_E_INVALID_ARG;
-    }
-    for (size_t i = 0; i < ns; i++) (*scale)[i] = (uint8_t)(123 + rng_next() % 8);
-    return 0;
-}
-
-typedef struct cmp_result {
-    double nmse;
-    uint64_t n_nonfinite_mismatch;
-    uint64_t first_bad;
-    uint64_t n_nan, n_inf;
-} cmp_result;
-
-/* Compares n_cols columns of m values at stride `stride`: NaN must meet NaN, Inf the same Inf. */
-static void compare(const float *gpu, const float *ref, uint32_t m, uint32_t n_cols, uint32_t stride,
-                    cmp_result *r) {
-    double num = 0, den = 0;
-    memset(r, 0, sizeof *r);
-    r->first_bad = UINT64_MAX;
-    for (uint32_t c = 0; c < n_cols; c++)
-        for (uint32_t i = 0; i < m; i++) {
-            size_t j = (size_t)c * stride + i;
-            float g = gpu[j], e = ref[j];
-            if (!isfinite(e) || !isfinite(g)) {
-                int ok = isnan(e) ? isnan(g) : (isinf(e) ? (isinf(g) && signbit(g) == signbit(e)) : 0);
-                if (isnan(e)) r->n_nan++;
-                if (isinf(e)) r->n_inf++;
-                if (!ok) {
-                    if (r->first_bad == UINT64_MAX) r->first_bad = j;
-                    r->n_nonfinite_mismatch++;
-                }
-                continue;
-            }
-            num += ((double)g - e) * ((double)g - e);
-            den += (double)e * e;
-        }
-    r->nmse = den > 0 ? num / den : num;
-}
-
-/* A GPU output buffer with guard words before and after the bound range. Everything not written
- * by the op (guards, stride padding) must still hold GUARD_WORD afterwards. */
-typedef struct guarded {
-    ms_vk_buf buf;
-    uint64_t guard_bytes, bytes;
-} guarded;
-
-static int guarded_alloc(ms_vk *vk, uint64_t bytes, guarded *g) {
-    const ms_vk_caps *caps = ms_vk_get_caps(vk);
-    g->guard_bytes = caps->min_storage_offset_align > 256 ? caps->min_storage_offset_align : 256;
-    g->bytes = bytes;
-    uint64_t total = g->guard_bytes * 2 + bytes;
-    int rc = ms_vk_buf_alloc(vk, MS_VK_MEM_DEVICE, total, &g->buf);
-    if (rc) return rc;
-    uint32_t *pat = ms_malloc(total);
-    if (!pat) return -MS_E_NOMEM;
-    for (uint64_t i = 0; i < total / 4; i++) pat[i] = GUARD_WORD;
-    rc = ms_vk_upload(vk, &g->buf, 0, pat, total);
-    ms_free(pat);
-    return rc;
-}
-
-static ms_vk_range guarded_range(const guarded *g) {
-    return ms_vk_buf_range(&g->buf, g->guard_bytes, g->bytes);
-}
-
-/* Reads the output back into out[bytes/4]; returns the number of damaged guard words. */
-static int guarded_read(ms_vk *vk, const guarded *g, float *out, uint64_t *n_damaged) {
-    uint64_t total = g->guard_bytes * 2 + g->bytes;
-    uint32_t *all = ms_malloc(total);
-    if (!all) return -MS_E_NOMEM;
-    int rc = ms_vk_download(vk, &g->buf, 0, all, total);
-    *n_damaged = 0;
-    for (uint64_t i = 0; i < g->guard_bytes / 4; i++) {
-        *n_damaged += all[i] != GUARD_WORD;
-        *n_damaged += all[(g->guard_bytes + g->bytes) / 4 + i] != GUARD_WORD;
-    }
-    memcpy(out, (char *)all + g->guard_bytes, g->bytes);
-    ms_free(all);
-    return rc;
-}
-
-static int upload_new(ms_vk *vk, const void *src, uint64_t bytes, ms_vk_buf *out) {
-    int rc = ms_vk_buf_alloc(vk, MS_VK_MEM_DEVICE, bytes, out);
-    return rc ? rc : ms_vk_upload(vk, out, 0, src, bytes);
 }
 
 /* ------------------------------------------------------------------ correctness */
@@ -1210,6 +1075,12 @@ int main(int argc, char **argv) {
             printf("%-9s m=%-6u k=%-6u n=%u enc=%s%s%s\n", op_name(t), t->m, t->k, t->n,
                    ms_wenc_name(t->enc), t->note ? "  # " : "", t->note ? t->note : "");
         }
+        for (const ops_family *const *f = ops_families; *f; f++)
+            for (uint32_t i = 0; i < (*f)->n_cases; i++) {
+                char line[256];
+                (*f)->describe(i, line, sizeof line);
+                printf("%-9s %s\n", (*f)->op, line);
+            }
         return 0;
     }
     if (po.tune.wg_size || po.tune.rows_per_wg || po.tune.unroll || po.tune.subgroup_size) {
@@ -1269,6 +1140,19 @@ int main(int argc, char **argv) {
             if (ms_elapsed_ms(t0) > 2000) printf("    (%.1f s)\n", ms_elapsed_ms(t0) * 1e-3);
             fails += f;
             ran++;
+        }
+        for (const ops_family *const *fam = ops_families; *fam; fam++) {
+            if (only && strcmp(only, (*fam)->op) != 0) continue;
+            for (uint32_t i = 0; i < (*fam)->n_cases; i++) {
+                /* reproducible alone: the seed mixed with the family's name and the case index */
+                uint64_t h = 0xcbf29ce484222325ull;
+                for (const char *q = (*fam)->op; *q; q++) h = (h ^ (uint8_t)*q) * 0x100000001b3ull;
+                g_rng = seed ^ h ^ (0x9e3779b97f4a7c15ull * (i + 1));
+                uint64_t t0 = ms_time_ns();
+                fails += (*fam)->run(vk, cmd, i, seed, verbose) != 0;
+                if (ms_elapsed_ms(t0) > 2000) printf("    (%.1f s)\n", ms_elapsed_ms(t0) * 1e-3);
+                ran++;
+            }
         }
         if (!only) fails += run_error_cases(vk, cmd);
         if (only && ran == 0) {

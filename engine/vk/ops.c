@@ -5,6 +5,7 @@
  * -MS_E_INVALID_ARG (with a logged reason) rather than record an out-of-bounds dispatch.
  */
 #include "engine/vk/vk.h"
+#include "engine/vk/ops_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -454,42 +455,6 @@ int ms_vk_rec_rmsnorm(ms_vk_cmd *c, ms_vk_range x, ms_vk_range w, ms_wenc w_enc,
 
 /* ------------------------------------------------------------------ mHC */
 
-/* A 2-D grid of `groups` workgroups within the device limits: *gx x *gy >= groups. */
-static int grid_2d(const ms_vk_caps *caps, uint64_t groups, uint32_t *gx, uint32_t *gy) {
-    uint64_t x = groups < caps->max_workgroup_count[0] ? groups : caps->max_workgroup_count[0];
-    if (x == 0) x = 1;
-    uint64_t y = (groups + x - 1) / x;
-    if (y > caps->max_workgroup_count[1]) return -MS_E_UNSUPPORTED;
-    *gx = (uint32_t)x;
-    *gy = (uint32_t)y;
-    return 0;
-}
-
-static bool range_ok(ms_vk_range r, uint64_t need) { return r.buffer && r.size >= need; }
-
-/* The workgroup of the row and element ops: small on CPU devices, where a group is a loop. */
-static uint32_t op_wg(const ms_vk_caps *caps) {
-    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 256;
-    return wg > caps->max_workgroup_invocations ? caps->max_workgroup_invocations : wg;
-}
-
-/* The variant's pipeline and one dispatch of n_groups workgroups on a 2-D grid within the device
- * limits; the grid's width is stored at *groups_x (a field of push) first when given. */
-static int dispatch_groups(ms_vk_cmd *c, const char *variant, const uint32_t *spec,
-                           uint32_t n_spec, const ms_vk_range *b, uint32_t n_b, void *push,
-                           size_t push_size, uint32_t *groups_x, uint64_t n_groups) {
-    ms_vk *vk = ms_vk_cmd_vk(c);
-    uint32_t gx, gy;
-    if (grid_2d(ms_vk_get_caps(vk), n_groups, &gx, &gy) != 0) {
-        MS_LOGE("%s: %llu workgroups exceed the device grid", variant, (unsigned long long)n_groups);
-        return -MS_E_UNSUPPORTED;
-    }
-    if (groups_x) *groups_x = gx;
-    ms_vk_pipeline *pipe;
-    int rc = ms_vk_pipeline_get(vk, variant, spec, n_spec, 0, &pipe);
-    return rc ? rc : ms_vk_cmd_dispatch(c, pipe, b, n_b, push, push_size, gx, gy, 1);
-}
-
 int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_range scale,
                      ms_vk_range base, ms_vk_range x, ms_vk_range post, ms_vk_range comb,
                      uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters, float hc_eps,
@@ -499,10 +464,10 @@ int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_rang
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     const uint64_t mix_n = head ? hc : (uint64_t)(2 + hc) * hc;
     if (!dim || !hc || hc > MS_HC_MAX || !n || (!head && !sinkhorn_iters) ||
-        (uint64_t)n * hc * dim > 0xFFFFFFFFull || !range_ok(mixraw, 4 * mix_n * n) ||
-        !range_ok(h, 4ull * n * hc * dim) || !range_ok(scale, head ? 4 : 12) ||
-        !range_ok(base, 4 * mix_n) || !range_ok(x, 4ull * n * dim) ||
-        !range_ok(post, head ? 4 : 4ull * n * hc) || !range_ok(comb, head ? 4 : 4ull * n * hc * hc)) {
+        (uint64_t)n * hc * dim > 0xFFFFFFFFull || !ms_vk_op_range_ok(mixraw, 4 * mix_n * n) ||
+        !ms_vk_op_range_ok(h, 4ull * n * hc * dim) || !ms_vk_op_range_ok(scale, head ? 4 : 12) ||
+        !ms_vk_op_range_ok(base, 4 * mix_n) || !ms_vk_op_range_ok(x, 4ull * n * dim) ||
+        !ms_vk_op_range_ok(post, head ? 4 : 4ull * n * hc) || !ms_vk_op_range_ok(comb, head ? 4 : 4ull * n * hc * hc)) {
         MS_LOGE("rec_hc_pre: %u tokens, hc %u, dim %u, %u Sinkhorn iterations: a range is too "
                 "small or a size out of range",
                 n, hc, dim, sinkhorn_iters);
@@ -530,7 +495,7 @@ int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_rang
     b[MS_HC_PRE_BIND_COMB] = comb;
     ms_hc_pre_push pc = {.dim = dim, .hc = hc, .n = n, .sinkhorn_iters = sinkhorn_iters,
                          .hc_eps = hc_eps, .rms_eps = rms_eps};
-    return dispatch_groups(c, "hc_pre", spec, MS_HC_PRE_N_SPEC, b, 7, &pc, sizeof pc, NULL, n);
+    return ms_vk_op_dispatch(c, "hc_pre", spec, MS_HC_PRE_N_SPEC, b, 7, &pc, sizeof pc, NULL, n);
 }
 
 int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range post,
@@ -540,15 +505,15 @@ int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range 
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     const uint64_t total = (uint64_t)n * hc * dim;
     if (!dim || !hc || hc > MS_HC_MAX || !n || total > 0xFFFFFFFFull ||
-        !range_ok(y, 4ull * n * dim) || !range_ok(res, 4 * total) ||
-        !range_ok(post, 4ull * n * hc) || !range_ok(comb, 4ull * n * hc * hc) ||
-        !range_ok(h, 4 * total) ||
+        !ms_vk_op_range_ok(y, 4ull * n * dim) || !ms_vk_op_range_ok(res, 4 * total) ||
+        !ms_vk_op_range_ok(post, 4ull * n * hc) || !ms_vk_op_range_ok(comb, 4ull * n * hc * hc) ||
+        !ms_vk_op_range_ok(h, 4 * total) ||
         (res.buffer == h.buffer && res.offset < h.offset + h.size && h.offset < res.offset + res.size)) {
         MS_LOGE("rec_hc_post: %u tokens, hc %u, dim %u: a range is too small, or h overlaps res",
                 n, hc, dim);
         return -MS_E_INVALID_ARG;
     }
-    const uint32_t wg = op_wg(caps), spec[MS_HC_POST_N_SPEC] = {wg};
+    const uint32_t wg = ms_vk_op_wg(caps), spec[MS_HC_POST_N_SPEC] = {wg};
     ms_vk_range b[5];
     b[MS_HC_POST_BIND_Y] = y;
     b[MS_HC_POST_BIND_RES] = res;
@@ -556,7 +521,7 @@ int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range 
     b[MS_HC_POST_BIND_COMB] = comb;
     b[MS_HC_POST_BIND_H] = h;
     ms_hc_post_push pc = {.dim = dim, .hc = hc, .n = n};
-    return dispatch_groups(c, "hc_post", spec, MS_HC_POST_N_SPEC, b, 5, &pc, sizeof pc,
+    return ms_vk_op_dispatch(c, "hc_post", spec, MS_HC_POST_N_SPEC, b, 5, &pc, sizeof pc,
                            &pc.groups_x, (total + wg - 1) / wg);
 }
 
@@ -567,8 +532,8 @@ int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_v
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     const uint64_t total = (uint64_t)n * hc * dim;
     if (!dim || !hc || hc > MS_HC_MAX || !n || !vocab || total > 0xFFFFFFFFull ||
-        (uint64_t)vocab * dim > 0xFFFFFFFFull || !range_ok(tokens, 4ull * n) ||
-        !range_ok(embed, 2ull * vocab * dim) || !range_ok(h, 4 * total)) {
+        (uint64_t)vocab * dim > 0xFFFFFFFFull || !ms_vk_op_range_ok(tokens, 4ull * n) ||
+        !ms_vk_op_range_ok(embed, 2ull * vocab * dim) || !ms_vk_op_range_ok(h, 4 * total)) {
         MS_LOGE("rec_hc_embed: %u tokens, vocab %u, dim %u, hc %u: a range is too small or a "
                 "size out of range",
                 n, vocab, dim, hc);
@@ -579,13 +544,13 @@ int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_v
                 "lacks");
         return -MS_E_UNSUPPORTED;
     }
-    const uint32_t wg = op_wg(caps), spec[MS_HC_POST_N_SPEC] = {wg};
+    const uint32_t wg = ms_vk_op_wg(caps), spec[MS_HC_POST_N_SPEC] = {wg};
     ms_vk_range b[3];
     b[MS_HC_EMBED_BIND_TOK] = tokens;
     b[MS_HC_EMBED_BIND_EMBED] = embed;
     b[MS_HC_EMBED_BIND_H] = h;
     ms_hc_embed_push pc = {.dim = dim, .hc = hc, .n = n, .vocab = vocab};
-    return dispatch_groups(c, "hc_embed", spec, MS_HC_POST_N_SPEC, b, 3, &pc, sizeof pc,
+    return ms_vk_op_dispatch(c, "hc_embed", spec, MS_HC_POST_N_SPEC, b, 3, &pc, sizeof pc,
                            &pc.groups_x, (total + wg - 1) / wg);
 }
 
@@ -602,8 +567,8 @@ int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint
                           (uint64_t)(n_heads ? n_heads - 1 : 0) * head_stride + head_dim;
     if (!n || !n_heads || !head_dim || !rope_dim || rope_dim % 2 || off + rope_dim > head_dim ||
         (n_heads > 1 && head_stride < head_dim) || last > 0xFFFFFFFFull ||
-        (uint64_t)n * n_heads > 0xFFFFFFFFull || !range_ok(x, 4 * last) ||
-        !range_ok(cs, 4ull * n * rope_dim)) {
+        (uint64_t)n * n_heads > 0xFFFFFFFFull || !ms_vk_op_range_ok(x, 4 * last) ||
+        !ms_vk_op_range_ok(cs, 4ull * n * rope_dim)) {
         MS_LOGE("rec_rope: %u tokens x %u heads of %u (stride %u, token stride %u), rotating "
                 "[%u, %u): a range is too small or the layout is invalid",
                 n, n_heads, head_dim, head_stride, token_stride, off, off + rope_dim);
@@ -622,7 +587,7 @@ int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint
     ms_rope_push pc = {.n = n, .n_heads = n_heads, .head_dim = head_dim,
                        .head_stride = head_stride, .token_stride = token_stride, .off = off,
                        .rope_dim = rope_dim, .eps = eps};
-    return dispatch_groups(c, "rope", spec, MS_ROPE_N_SPEC, b, 2, &pc, sizeof pc, &pc.groups_x,
+    return ms_vk_op_dispatch(c, "rope", spec, MS_ROPE_N_SPEC, b, 2, &pc, sizeof pc, &pc.groups_x,
                            (uint64_t)n * n_heads);
 }
 
@@ -636,7 +601,7 @@ int ms_vk_rec_fq(ms_vk_cmd *c, ms_vk_range x, uint32_t n_rows, uint32_t row_stri
     const uint32_t block = quant == 1 ? 64 : quant == 2 ? 32 : 1;
     const uint64_t need = (uint64_t)(n_rows ? n_rows - 1 : 0) * row_stride + len;
     if (!n_rows || !len || quant > 2 || len % block || row_stride < len ||
-        need > 0xFFFFFFFFull || !range_ok(x, 4 * need) ||
+        need > 0xFFFFFFFFull || !ms_vk_op_range_ok(x, 4 * need) ||
         (hadamard && (len > MS_FQ_MAX_HADAMARD || (len & (len - 1))))) {
         MS_LOGE("rec_fq: %u rows of %u (stride %u), quant %u%s: invalid layout or range too small",
                 n_rows, len, row_stride, quant, hadamard ? ", Hadamard" : "");
@@ -654,7 +619,7 @@ int ms_vk_rec_fq(ms_vk_cmd *c, ms_vk_range x, uint32_t n_rows, uint32_t row_stri
     spec[MS_FQ_SPEC_QUANT] = quant;
     spec[MS_FQ_SPEC_HADAMARD] = hadamard;
     ms_fq_push pc = {.n_rows = n_rows, .row_stride = row_stride, .len = len};
-    return dispatch_groups(c, "fq", spec, MS_FQ_N_SPEC, &x, 1, &pc, sizeof pc, &pc.groups_x, n_rows);
+    return ms_vk_op_dispatch(c, "fq", spec, MS_FQ_N_SPEC, &x, 1, &pc, sizeof pc, &pc.groups_x, n_rows);
 }
 
 /* ------------------------------------------------------------------ MoE router */
@@ -667,10 +632,10 @@ int ms_vk_rec_router(ms_vk_cmd *c, ms_vk_range logits, ms_vk_range bias, ms_vk_r
     ms_vk *vk = ms_vk_cmd_vk(c);
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     if (!n || !n_experts || n_experts > MS_ROUTER_MAX_E || !k || k > MS_ROUTER_MAX_K || k > n_experts ||
-        (uint64_t)n * n_experts > 0xFFFFFFFFull || !range_ok(logits, 4ull * n * n_experts) ||
-        !range_ok(idx, 4ull * n * k) || !range_ok(w, 4ull * n * k) ||
-        (!hash && !range_ok(bias, 4ull * n_experts)) ||
-        (hash && (!vocab || !range_ok(tokens, 4ull * n) || !range_ok(tid2eid, 4ull * vocab * k))) ||
+        (uint64_t)n * n_experts > 0xFFFFFFFFull || !ms_vk_op_range_ok(logits, 4ull * n * n_experts) ||
+        !ms_vk_op_range_ok(idx, 4ull * n * k) || !ms_vk_op_range_ok(w, 4ull * n * k) ||
+        (!hash && !ms_vk_op_range_ok(bias, 4ull * n_experts)) ||
+        (hash && (!vocab || !ms_vk_op_range_ok(tokens, 4ull * n) || !ms_vk_op_range_ok(tid2eid, 4ull * vocab * k))) ||
         !bias.buffer || !tokens.buffer || !tid2eid.buffer) {
         MS_LOGE("rec_router: %u tokens, %u experts (at most %u), top %u (at most %u)%s: a range is "
                 "too small or a size out of range (every binding must be a buffer, unused ones too)",
@@ -684,7 +649,7 @@ int ms_vk_rec_router(ms_vk_cmd *c, ms_vk_range logits, ms_vk_range bias, ms_vk_r
         return -MS_E_UNSUPPORTED;
     }
     uint32_t spec[MS_ROUTER_N_SPEC];
-    spec[MS_ROUTER_SPEC_WG] = op_wg(caps);
+    spec[MS_ROUTER_SPEC_WG] = ms_vk_op_wg(caps);
     spec[MS_ROUTER_SPEC_HASH] = hash;
     spec[MS_ROUTER_SPEC_NORM] = norm;
     ms_vk_range b[6];
@@ -696,7 +661,7 @@ int ms_vk_rec_router(ms_vk_cmd *c, ms_vk_range logits, ms_vk_range bias, ms_vk_r
     b[MS_ROUTER_BIND_W] = w;
     ms_router_push pc = {.n = n, .n_experts = n_experts, .k = k, .vocab = hash ? vocab : 1,
                          .scale = scale};
-    return dispatch_groups(c, "router", spec, MS_ROUTER_N_SPEC, b, 6, &pc, sizeof pc, &pc.groups_x, n);
+    return ms_vk_op_dispatch(c, "router", spec, MS_ROUTER_N_SPEC, b, 6, &pc, sizeof pc, &pc.groups_x, n);
 }
 
 /* ------------------------------------------------------------------ expert activation */
@@ -708,17 +673,17 @@ int ms_vk_rec_swiglu(ms_vk_cmd *c, ms_vk_range gate, ms_vk_range up, ms_vk_range
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     const uint64_t need = (uint64_t)(n ? n - 1 : 0) * stride + inter;
     if (!n || !inter || stride < inter || need > 0xFFFFFFFFull || !(limit >= 0) ||
-        !range_ok(gate, 4 * need) || !range_ok(up, 4 * need) || !range_ok(w, 4ull * n)) {
+        !ms_vk_op_range_ok(gate, 4 * need) || !ms_vk_op_range_ok(up, 4 * need) || !ms_vk_op_range_ok(w, 4ull * n)) {
         MS_LOGE("rec_swiglu: %u rows of %u (stride %u), limit %g: invalid layout or range too small",
                 n, inter, stride, (double)limit);
         return -MS_E_INVALID_ARG;
     }
-    const uint32_t wg = op_wg(caps), spec[MS_SWIGLU_N_SPEC] = {wg};
+    const uint32_t wg = ms_vk_op_wg(caps), spec[MS_SWIGLU_N_SPEC] = {wg};
     ms_vk_range b[3];
     b[MS_SWIGLU_BIND_GATE] = gate;
     b[MS_SWIGLU_BIND_UP] = up;
     b[MS_SWIGLU_BIND_W] = w;
     ms_swiglu_push pc = {.n = n, .inter = inter, .stride = stride, .limit = limit};
-    return dispatch_groups(c, "swiglu", spec, MS_SWIGLU_N_SPEC, b, 3, &pc, sizeof pc,
+    return ms_vk_op_dispatch(c, "swiglu", spec, MS_SWIGLU_N_SPEC, b, 3, &pc, sizeof pc,
                            &pc.groups_x, ((uint64_t)n * inter + wg - 1) / wg);
 }
