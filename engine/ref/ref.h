@@ -168,4 +168,22 @@ typedef struct ms_ref_nonfinite {
 /* 0 and *out filled if any non-finite value was seen, else -MS_E_NOT_FOUND. */
 int ms_ref_session_nonfinite(const ms_ref_session *s, ms_ref_nonfinite *out);
 
+/* The gated-pooling compressor (V4_SPEC §3.4), the reference of ms_vk_rec_compress: n
+ * consecutive tokens at positions p = pos0 + t, in order. Token t writes state slot
+ * (coff-1)*ratio + p%ratio (kv = a[t], score = g[t] + ape[p%ratio]); when p completes block
+ * j = p/ratio and j < n_rows: per-channel softmax pooling over the coff*ratio slots (score -inf:
+ * empty), RMSNorm with the BF16 norm, RoPE of the last rope_dim dims by cs[t] (cos/sin of position
+ * p+1-ratio), optional Hadamard over all d, then quant 1 (e4m3 on [0, d-rope_dim), blocks of 64)
+ * or 2 (e2m1 on [0, d), blocks of 32), stored in rows[j]; with coff 2 the block's slots then become
+ * the previous block's (slots ratio.. copied to 0..). What v4_attn.c's cmp_push and its callers
+ * compute, except that RoPE uses the F32 table (cmp_push: double angles; ~1 ulp on those dims).
+ * a, g: F32 [n][in_stride] (coff*d used); ape: F32 [ratio][coff*d] and norm: BF16 [d] checkpoint
+ * bytes; cs: [n][rope_dim/2][2] (rows of completing tokens read); kv, score: [coff*ratio][coff*d];
+ * rows: [n_rows][d]. coff 1 or 2; quant 1 needs (d - rope_dim) % 64 == 0, quant 2 d % 32 == 0,
+ * hadamard d a power of two <= 4096. */
+void ms_ref_compress(const float *a, const float *g, uint32_t in_stride, const void *ape,
+                     const void *norm, const float *cs, uint32_t pos0, float *kv, float *score,
+                     float *rows, uint32_t n, uint32_t ratio, uint32_t coff, uint32_t d,
+                     uint32_t rope_dim, uint32_t n_rows, float eps, uint32_t quant, bool hadamard);
+
 #endif
