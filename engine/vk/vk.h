@@ -317,4 +317,18 @@ int ms_vk_rec_swiglu(ms_vk_cmd *c, ms_vk_range gate, ms_vk_range up, ms_vk_range
 int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range post,
                       ms_vk_range comb, ms_vk_range h, uint32_t dim, uint32_t hc, uint32_t n);
 
+/* Gated-pooling compressor (V4_SPEC §3.4) for n consecutive tokens at positions pos0 + t, pos0 = pos[0]
+ * (U32, read on the device). a, g: F32 [n][in_stride] the tokens' wkv / wgate projections (coff*d used);
+ * ape: F32 [ratio][coff*d]; norm: BF16 [d]; cs: F32 [n][rope_dim/2][2] cos/sin of position pos0+t+1-ratio
+ * (read only where token t completes a block); kv, score: F32 [coff*ratio][coff*d] the running state
+ * (score -inf marks an empty slot; the caller fills score with -inf at session start);
+ * rows: F32 [n_rows][d], row p/ratio written when token p completes a block (skipped when >= n_rows).
+ * quant: 0 none, 1 e4m3 over dims [0, d - rope_dim) in blocks of 64, 2 e2m1 over all d in blocks of 32;
+ * hadamard: rotate all d dims first (d a power of two). coff: 1, or 2 = overlapping blocks (ratio 4). */
+int ms_vk_rec_compress(ms_vk_cmd *c, ms_vk_range a, ms_vk_range g, uint32_t in_stride, ms_vk_range ape,
+                       ms_vk_range norm, ms_vk_range cs, ms_vk_range pos, ms_vk_range kv,
+                       ms_vk_range score, ms_vk_range rows, uint32_t n, uint32_t ratio, uint32_t coff,
+                       uint32_t d, uint32_t rope_dim, uint32_t n_rows, float eps, uint32_t quant,
+                       bool hadamard);
+
 #endif
