@@ -21,7 +21,8 @@
  *   HADAMARD: v = H_d v / sqrt(d)                                    (shaders/fq.glsl)
  *   QUANT 1: e4m3 on v[0, d-rope_dim) in blocks of 64; 2: e2m1 on v[0, d) in blocks of 32 (fq.glsl)
  *   rows[j] = v
- * Positions: pos0 + n <= 2^32 (block and slot indices advance without wrapping).
+ * Positions are exact (pos0 + t may pass 2^32: the slot and block indices never wrap; a block
+ * index past 2^32 - 1 counts as past n_rows).
  *
  * Specialization constants: pool 0 WG; emit 0 WG (a power of two), 1 QUANT, 2 HADAMARD, 3 D (= d:
  * sizes the shared row, 4 * (d + WG) bytes).

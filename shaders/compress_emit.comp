@@ -29,8 +29,8 @@ void main() {
     const uint k = gl_WorkGroupID.y * p.groups_x + gl_WorkGroupID.x;
     const uint pos0 = pos[0], r = p.ratio;
     const uint t = k * r + (r - 1u - pos0 % r); // the token completing this group's block
-    const uint j = pos0 / r + k;
-    if (t >= p.n || j >= p.n_rows) return; // whole workgroup
+    if (t >= p.n || k >= p.n_rows || pos0 / r >= p.n_rows - k) return; // whole workgroup
+    const uint j = pos0 / r + k; // < n_rows (the test above cannot overflow)
     const uint tid = gl_LocalInvocationID.x, d = D, base = j * d;
 
     // RMSNorm: a tree over the invocations' partial sums (no assumption on the subgroup size)

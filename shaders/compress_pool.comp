@@ -65,6 +65,6 @@ void main() {
                     sc[s * w + col] = sc[(s + r) * w + col];
                 }
         ps = 0u;
-        j++;
+        j = min(j, 0xFFFFFFFEu) + 1u; // saturates: a block index past 2^32 - 1 is past n_rows
     }
 }

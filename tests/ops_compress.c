@@ -54,6 +54,7 @@
 static const uint32_t k_chunks[] = {1, 3, 4, 5, 130};
 static const uint32_t k_chunks_long[] = {1, 3, 4, 5, 130, 260}; /* ratio 128: 3 blocks */
 static const uint32_t k_chunks_tiny[] = {1, 3, 4, 5, 7, 2, 11};
+static const uint32_t k_chunks_wrap[] = {1, 3, 4}; /* from 2^32 - 7: the last call passes 2^32 */
 
 typedef struct cmp_case {
     uint32_t ratio, coff, d, rope_dim, quant;
@@ -65,23 +66,26 @@ typedef struct cmp_case {
     const uint32_t *chunks;
     uint32_t n_chunks;
     const char *note;
+    uint32_t n_rows; /* 0: every block of the session but the last `skip` */
 } cmp_case;
 
 #define CH(x) x, (uint32_t)(sizeof x / sizeof x[0])
 
 static const cmp_case k_cases[] = {
-    {4, 2, 512, 64, 1, false, 0, 2, 0, false, CH(k_chunks), "V4 Flash/Pro attention CSA compressor"},
-    {4, 2, 512, 64, 1, false, 40003, 2, 3, false, CH(k_chunks), "CSA compressor mid-session, fresh state"},
-    {4, 2, 128, 64, 2, true, 0, 2, 0, false, CH(k_chunks), "V4 Flash/Pro indexer compressor"},
-    {4, 2, 128, 64, 2, true, 100003, 1, 0, false, CH(k_chunks), "indexer mid-session, fresh state"},
-    {128, 1, 512, 64, 1, false, 0, 1, 0, false, CH(k_chunks_long), "V4 Flash/Pro HCA compressor"},
-    {128, 1, 512, 64, 1, false, 1000003, 1, 0, false, CH(k_chunks_long), "HCA at position 10^6"},
-    {4, 2, 512, 64, 0, false, 7, 0, 5, false, CH(k_chunks), "CSA without rounding, padded stride"},
-    {3, 1, 64, 16, 2, true, 0, 1, 3, false, CH(k_chunks_tiny), "tiny"},
-    {3, 2, 64, 16, 2, true, 30001, 2, 0, false, CH(k_chunks_tiny), "tiny, overlapping blocks of 3"},
-    {5, 2, 80, 16, 1, false, 11, 1, 1, false, CH(k_chunks_tiny), "e4m3 on 64 of 80 dims, ratio 5"},
-    {1, 1, 128, 64, 2, true, 5, 3, 0, false, CH(k_chunks_tiny), "ratio 1: every token a block"},
-    {4, 2, 128, 64, 2, true, 0, 0, 0, true, CH(k_chunks), "NaN, +inf and -inf inputs, NaN kv in empty slots"},
+    {4, 2, 512, 64, 1, false, 0, 2, 0, false, CH(k_chunks), "V4 Flash/Pro attention CSA compressor", 0},
+    {4, 2, 512, 64, 1, false, 40003, 2, 3, false, CH(k_chunks), "CSA compressor mid-session, fresh state", 0},
+    {4, 2, 128, 64, 2, true, 0, 2, 0, false, CH(k_chunks), "V4 Flash/Pro indexer compressor", 0},
+    {4, 2, 128, 64, 2, true, 100003, 1, 0, false, CH(k_chunks), "indexer mid-session, fresh state", 0},
+    {128, 1, 512, 64, 1, false, 0, 1, 0, false, CH(k_chunks_long), "V4 Flash/Pro HCA compressor", 0},
+    {128, 1, 512, 64, 1, false, 1000003, 1, 0, false, CH(k_chunks_long), "HCA at position 10^6", 0},
+    {4, 2, 512, 64, 0, false, 7, 0, 5, false, CH(k_chunks), "CSA without rounding, padded stride", 0},
+    {3, 1, 64, 16, 2, true, 0, 1, 3, false, CH(k_chunks_tiny), "tiny", 0},
+    {3, 2, 64, 16, 2, true, 30001, 2, 0, false, CH(k_chunks_tiny), "tiny, overlapping blocks of 3", 0},
+    {5, 2, 80, 16, 1, false, 11, 1, 1, false, CH(k_chunks_tiny), "e4m3 on 64 of 80 dims, ratio 5", 0},
+    {1, 1, 128, 64, 2, true, 5, 3, 0, false, CH(k_chunks_tiny), "ratio 1: every token a block", 0},
+    {4, 2, 128, 64, 2, true, 0, 0, 0, true, CH(k_chunks), "NaN, +inf and -inf inputs, NaN kv in empty slots", 0},
+    {3, 2, 64, 16, 2, true, 4294967289u, 0, 0, false, CH(k_chunks_wrap), "p % 3 past 2^32 (no wrap)", 4},
+    {1, 1, 64, 16, 0, false, 4294967289u, 0, 0, false, CH(k_chunks_wrap), "blocks past 2^32: not row 0", 4},
 };
 #define N_CMP_CASES (uint32_t)(sizeof k_cases / sizeof k_cases[0])
 #define I_INVALID N_CMP_CASES /* the last case: invalid arguments are refused */
@@ -126,7 +130,7 @@ static int session_make(const cmp_case *cc, session *s) {
     }
     s->w = cc->coff * d;
     s->in_stride = s->w + cc->pad;
-    s->n_rows = (uint32_t)(((uint64_t)cc->pos0 + s->T) / r) - cc->skip;
+    s->n_rows = cc->n_rows ? cc->n_rows : (uint32_t)(((uint64_t)cc->pos0 + s->T) / r) - cc->skip;
     const size_t nin = (size_t)s->T * s->in_stride, nstate = (size_t)cc->coff * r * s->w;
     s->a = ms_malloc(nin * 4);
     s->g = ms_malloc(nin * 4);
@@ -234,9 +238,11 @@ typedef struct pass_stats {
     uint64_t state_bad;    /* state elements not bit-identical */
     uint64_t flips, rounded, bad_blocks;
     uint64_t guards, untouched_changed;
-    uint64_t n_nan, rows_checked;
+    uint64_t n_nan, rows_checked, rows_expected;
     double def_nmse;       /* twin vs definition, rotated dims */
     uint64_t def_bits, def_nonfinite;
+    double call_us;        /* GPU time of the longest call (timestamps; 0 without them) */
+    uint32_t call_n;       /* its tokens */
 } pass_stats;
 
 typedef struct gpu_bufs {
@@ -302,7 +308,9 @@ static int run_session(ms_vk *vk, ms_vk_cmd *cmd, const cmp_case *cc, const sess
         if (!rc) rc = ms_vk_upload(vk, &b.g, 0, gt, nb);
         if (!rc && rd) rc = ms_vk_upload(vk, &b.cs, 0, ct, (uint64_t)n * rd * 4);
         if (!rc) rc = ms_vk_upload(vk, &b.pos, 0, &p0, 4);
+        const bool timed = ms_vk_get_caps(vk)->timestamp_period_ns > 0;
         if (!rc) rc = ms_vk_cmd_begin(cmd);
+        if (!rc && timed) rc = ms_vk_cmd_timestamp(cmd, NULL);
         if (!rc)
             rc = ms_vk_rec_compress(cmd, ms_vk_buf_range(&b.a, 0, nb), ms_vk_buf_range(&b.g, 0, nb),
                                     s->in_stride, ms_vk_buf_range(&b.ape, 0, (uint64_t)r * s->w * 4),
@@ -311,9 +319,16 @@ static int run_session(ms_vk *vk, ms_vk_cmd *cmd, const cmp_case *cc, const sess
                                     ms_vk_buf_range(&b.pos, 0, 4), guarded_range(&b.kv),
                                     guarded_range(&b.score), guarded_range(&b.rows), n, r, cc->coff,
                                     d, rd, s->n_rows, 1e-6f, quant, cc->hadamard);
+        if (!rc && timed) rc = ms_vk_cmd_timestamp(cmd, NULL);
         if (!rc) rc = ms_vk_cmd_end(cmd);
         if (!rc) rc = ms_vk_cmd_run(cmd);
+        double ns[2];
+        if (!rc && timed) rc = ms_vk_cmd_timestamps(cmd, ns, 2);
         if (rc) break;
+        if (timed && n > st->call_n) {
+            st->call_n = n;
+            st->call_us = (ns[1] - ns[0]) * 1e-3;
+        }
         ms_ref_compress(at, gt, s->in_stride, s->ape, s->norm, ct, p0, kv, sc, rows_out, n, r,
                         cc->coff, d, rd, s->n_rows, 1e-6f, quant, cc->hadamard);
         uint64_t dmg = 0;
@@ -364,6 +379,7 @@ static int run_session(ms_vk *vk, ms_vk_cmd *cmd, const cmp_case *cc, const sess
     rc = guarded_read(vk, &b.rows, gall, &dmg);
     st->guards += dmg;
     const uint64_t js = cc->pos0 / r, je = ((uint64_t)cc->pos0 + s->T) / r;
+    st->rows_expected = (je < s->n_rows ? je : s->n_rows) - (js < s->n_rows ? js : s->n_rows);
     for (size_t j = 0; j < s->n_rows && !rc; j++) {
         if (j >= js && j < je) continue;
         for (uint32_t i = 0; i < d; i++) st->untouched_changed += memcmp(&gall[j * d + i], &rows_out[j * d + i], 4) != 0;
@@ -403,24 +419,23 @@ out:
 }
 
 static bool pass_ok(const pass_stats *st, uint32_t quant) {
-    return st->nmse <= TOL_NMSE_CMP && st->nonfinite == 0 && st->state_bad == 0 &&
+    return (st->rounded > 0) == (quant != 0 && st->rows_expected > 0) && st->nmse <= TOL_NMSE_CMP && st->nonfinite == 0 && st->state_bad == 0 &&
            st->bad_blocks == 0 && st->flips * 1000 <= st->rounded * CMP_FLIP_PER_MILLE &&
            st->guards == 0 && st->untouched_changed == 0 && st->def_nmse <= TOL_NMSE_CMP_DEF &&
-           st->def_bits == 0 && st->def_nonfinite == 0 && st->rows_checked > 0 &&
-           (quant == 0 || st->rounded > 0);
+           st->def_bits == 0 && st->def_nonfinite == 0 && st->rows_checked == st->rows_expected;
 }
 
 static void pass_print(const cmp_case *cc, uint32_t quant, const pass_stats *st, bool ok) {
-    printf("  compress  r=%-3u coff=%u d=%-3u rope=%-2u %s%s pos0=%-7u nmse=%.2e (tol %.0e) "
-           "flips=%llu/%llu bad_blocks=%llu state_bad=%llu nan=%llu nonfinite_mismatch=%llu "
-           "guards=%llu untouched_changed=%llu def_nmse=%.2e def_bits=%llu  %s  # %s\n",
+    printf("  compress  r=%-3u coff=%u d=%-3u rope=%-2u %s%s pos0=%-10u nmse=%.2e (tol %.0e) "
+           "rows=%llu flips=%llu/%llu bad_blocks=%llu state_bad=%llu nan=%llu nonfinite_mismatch=%llu "
+           "guards=%llu untouched_changed=%llu def_nmse=%.2e def_bits=%llu gpu(n=%u)=%.0fus  %s  # %s\n",
            cc->ratio, cc->coff, cc->d, cc->rope_dim, cc->hadamard ? "hadamard+" : "",
            quant == 1 ? "e4m3" : quant == 2 ? "e2m1" : "none", cc->pos0, st->nmse, TOL_NMSE_CMP,
-           (unsigned long long)st->flips, (unsigned long long)st->rounded,
+           (unsigned long long)st->rows_checked, (unsigned long long)st->flips, (unsigned long long)st->rounded,
            (unsigned long long)st->bad_blocks, (unsigned long long)st->state_bad,
            (unsigned long long)st->n_nan, (unsigned long long)(st->nonfinite + st->def_nonfinite),
            (unsigned long long)st->guards, (unsigned long long)st->untouched_changed, st->def_nmse,
-           (unsigned long long)st->def_bits, ok ? "ok" : "FAIL", cc->note);
+           (unsigned long long)st->def_bits, st->call_n, st->call_us, ok ? "ok" : "FAIL", cc->note);
 }
 
 static void count_errors(ms_log_level level, const char *msg, void *user) {
