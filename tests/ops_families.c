@@ -3,5 +3,6 @@
 
 const ops_family *const ops_families[] = {
     &ops_fam_compress,
+    &ops_fam_indexer,
     NULL,
 };

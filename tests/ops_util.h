@@ -66,5 +66,6 @@ typedef struct ops_family {
 extern const ops_family *const ops_families[];
 
 extern const ops_family ops_fam_compress;
+extern const ops_family ops_fam_indexer;
 
 #endif

@@ -185,5 +185,15 @@ void ms_ref_compress(const float *a, const float *g, uint32_t in_stride, const v
                      const void *norm, const float *cs, uint32_t pos0, float *kv, float *score,
                      float *rows, uint32_t n, uint32_t ratio, uint32_t coff, uint32_t d,
                      uint32_t rope_dim, uint32_t n_rows, float eps, uint32_t quant, bool hadamard);
+/* Lightning-indexer selection (V4_SPEC §3.5), the reference of shaders/indexer_*.comp, for n
+ * queries at positions pos0 + t: query t sees nb = min((pos0 + t + 1) / ratio, n_keys) blocks and
+ * selects k = min(topk, nb) of them: all when k == nb, else the k best scores
+ * score_j = sum_h max(q[t][h] . keys[j], 0) * w_h (double; w_h = w[t][h] * w_scale in F32;
+ * a NaN dot product counts as 0, a NaN score ranks as -inf), equal scores by the lower index.
+ * q: [n][n_heads][head_dim]; w: [n][n_heads]; keys: [n_keys][head_dim]; sel: [n][topk], the k
+ * indices ascending, then UINT32_MAX. ratio >= 1. */
+void ms_ref_indexer(const float *q, const float *w, const float *keys, uint32_t pos0, uint32_t *sel,
+                    uint32_t n, uint32_t n_heads, uint32_t head_dim, uint32_t ratio, uint32_t topk,
+                    uint32_t n_keys, float w_scale);
 
 #endif

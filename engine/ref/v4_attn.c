@@ -7,7 +7,6 @@
  * in position order, exactly as the per-token rules say. So any split of a sequence into calls
  * computes every value with the same operations in the same order: bit-identical logits. */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "engine/ref/v4_internal.h"
@@ -80,33 +79,17 @@ static bool cmp_push(const v4_compressor *c, v4_cmp_state *st, const float *a, c
     return true;
 }
 
-/* Higher score first; equal scores by lower block index (torch.topk leaves the order open). */
-static int cand_cmp(const void *pa, const void *pb) {
-    const v4_cand *a = pa, *b = pb;
-    if (a->score != b->score) return a->score > b->score ? -1 : 1;
-    return a->j < b->j ? -1 : a->j > b->j;
-}
-
 /* Lightning-indexer selection for one query (V4_SPEC §3.5): marks sel[j] for the top
- * k = min(index_topk, nb) of the nb valid blocks. qi: [n_heads][head_dim] rotated FP4-valued
- * queries; wi: [n_heads] scaled head weights; keys: [nb][head_dim]. */
+ * k = min(index_topk, nb) of the nb valid blocks (ms_ref_indexer: the GPU op's twin). qi:
+ * [n_heads][head_dim] rotated FP4-valued queries; wi: [n_heads] head weights, already scaled (in
+ * double, then rounded: hence w_scale 1, which leaves them unchanged); keys: [nb][head_dim]. */
 static void index_select(const ms_v4_config *c, const float *qi, const float *wi,
-                         const float *keys, uint32_t nb, v4_scratch *sc, uint8_t *sel) {
-    uint32_t k = c->index_topk < nb ? c->index_topk : nb, dI = c->index_head_dim;
-    memset(sel, k == nb, nb);
-    if (k == nb) return; /* everything valid is selected; the scores cannot change that */
-    v4_cand *cd = sc->cand;
-    for (uint32_t j = 0; j < nb; j++) {
-        double score = 0;
-        for (uint32_t h = 0; h < c->index_n_heads; h++) {
-            double qk = dot(qi + (size_t)h * dI, keys + (size_t)j * dI, dI);
-            score += (qk > 0 ? qk : 0) * wi[h]; /* ReLU, then the per-head weight */
-        }
-        cd[j].score = isnan(score) ? -INFINITY : score;
-        cd[j].j = j;
-    }
-    qsort(cd, nb, sizeof *cd, cand_cmp);
-    for (uint32_t i = 0; i < k; i++) sel[cd[i].j] = 1;
+                         const float *keys, uint64_t p, uint32_t nb, v4_scratch *sc, uint8_t *sel) {
+    uint32_t k = c->index_topk < nb ? c->index_topk : nb;
+    ms_ref_indexer(qi, wi, keys, (uint32_t)p, sc->isel_idx, 1, c->index_n_heads, c->index_head_dim,
+                   4, c->index_topk, nb, 1.0f);
+    memset(sel, 0, nb);
+    for (uint32_t i = 0; i < k; i++) sel[sc->isel_idx[i]] = 1;
 }
 
 /* Sparse attention of one query over n_ent KV rows ent[] (V4_SPEC §3.3): per head one softmax
@@ -203,7 +186,7 @@ void ms_ref_v4_attention(ms_ref_session *s, uint32_t li, const float *x, uint32_
                 memcpy(st->idx.rows + (size_t)(p / 4) * dI, sc->crow, dI * sizeof(float));
             }
             index_select(c, sc->qi + (size_t)t * nI * dI, sc->wi + (size_t)t * nI, st->idx.rows,
-                         nb, sc, sc->isel);
+                         p, nb, sc, sc->isel);
         }
         if (r) {
             uint32_t w = L->cmp.coff * hd;

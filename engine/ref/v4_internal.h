@@ -108,12 +108,6 @@ typedef struct v4_layer_state {
     v4_cmp_state idx;  /* ratio 4: the indexer's keys (FP4-valued) */
 } v4_layer_state;
 
-/* One compressed block competing for an indexer query's top-k. */
-typedef struct v4_cand {
-    double score;
-    uint32_t j;
-} v4_cand;
-
 /* Scratch for one sub-batch of up to MS_V4_SUB_BATCH tokens; all F32 unless noted. */
 typedef struct v4_scratch {
     float *h;          /* [B][hc][dim] residual streams */
@@ -139,7 +133,7 @@ typedef struct v4_scratch {
     const float **ent; /* [ring_len + max_tokens] KV rows one query attends */
     double *att_z;     /* [ring_len + max_tokens] scores of one head */
     double *att_acc;   /* [head_dim] */
-    v4_cand *cand;     /* [max_tokens/4] candidates of one indexer query */
+    uint32_t *isel_idx; /* [index_topk] the blocks one indexer query selects (ms_ref_indexer) */
     uint8_t *isel;     /* [max_tokens/4] selected flags */
     float *glog;       /* [B][n_experts] gate scores */
     uint32_t *route;   /* [B][n_active] expert ids */

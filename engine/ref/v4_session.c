@@ -105,7 +105,7 @@ int ms_ref_session_create(const ms_ref_model *m, uint32_t max_tokens, ms_ref_ses
         sc->ent = salloc(s, n_att, sizeof(const float *));
         sc->att_z = salloc(s, n_att, sizeof(double));
         sc->att_acc = salloc(s, c->head_dim, sizeof(double));
-        sc->cand = salloc(s, max_tokens / 4 + 1, sizeof(v4_cand));
+        sc->isel_idx = salloc(s, c->index_topk, sizeof(uint32_t));
         sc->isel = salloc(s, max_tokens / 4 + 1, 1);
         sc->glog = salloc(s, B * c->n_routed_experts, sizeof(float));
         sc->route = salloc(s, B * K, sizeof(uint32_t));
@@ -121,7 +121,7 @@ int ms_ref_session_create(const ms_ref_model *m, uint32_t max_tokens, ms_ref_ses
         ok = sc->h && sc->res && sc->x && sc->y && sc->post && sc->comb && sc->mix && sc->qr &&
              sc->q && sc->kv && sc->o && sc->u && sc->u_full && sc->ca && sc->cg && sc->ia &&
              sc->ig && sc->qi && sc->wi && sc->crow && sc->ent && sc->att_z && sc->att_acc &&
-             sc->cand && sc->isel && sc->glog && sc->route && sc->rw && sc->ex_x && sc->ex_t &&
+             sc->isel_idx && sc->isel && sc->glog && sc->route && sc->rw && sc->ex_x && sc->ex_t &&
              sc->ex_w && sc->ex_g && sc->ex_u && sc->ex_y && sc->moe_acc && sc->hfin;
     }
     if (!ok) {

@@ -330,5 +330,21 @@ int ms_vk_rec_compress(ms_vk_cmd *c, ms_vk_range a, ms_vk_range g, uint32_t in_s
                        ms_vk_range score, ms_vk_range rows, uint32_t n, uint32_t ratio, uint32_t coff,
                        uint32_t d, uint32_t rope_dim, uint32_t n_rows, float eps, uint32_t quant,
                        bool hadamard);
+/* Lightning-indexer selection (V4_SPEC §3.5) for n queries at positions pos0 + t, pos0 = pos[0] (U32,
+ * read on the device). q: F32 [n][n_heads][head_dim] (rotated, quantised queries); w: F32 [n][n_heads]
+ * the head weights, multiplied by w_scale (in F32) before use; keys: F32 [n_keys][head_dim].
+ * Query t sees nb = min((pos0+t+1)/ratio, n_keys) blocks and selects k = min(topk, nb): all of them
+ * when k == nb, else the k highest scores (sum_h max(q_h.key_j, 0) * w_h; NaN ranks lowest), ties to
+ * the lower index. sel: U32 [n][topk], the k indices ascending, then 0xFFFFFFFF.
+ * scratch: ms_vk_indexer_scratch_bytes(n, n_keys, topk) bytes: the scores F32 [n][n_keys] first,
+ * then the selection's histograms and counts (shaders/indexer.h). Every binding, scratch included,
+ * must fit max_storage_buffer_range (-MS_E_UNSUPPORTED otherwise): on lavapipe's 128 MiB that is
+ * n * n_keys <= ~33.5 M (n <= 127 at 262,144 keys), so prefill is cut into chunks of queries.
+ * Records six dispatches with barriers between them; as for every recorder, the caller orders it
+ * against earlier and later work with barriers. */
+int ms_vk_rec_indexer(ms_vk_cmd *c, ms_vk_range q, ms_vk_range w, ms_vk_range keys, ms_vk_range pos,
+                      ms_vk_range scratch, ms_vk_range sel, uint32_t n, uint32_t n_heads,
+                      uint32_t head_dim, uint32_t ratio, uint32_t topk, uint32_t n_keys, float w_scale);
+uint64_t ms_vk_indexer_scratch_bytes(uint32_t n, uint32_t n_keys, uint32_t topk);
 
 #endif
