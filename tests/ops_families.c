@@ -2,5 +2,7 @@
 #include "tests/ops_util.h"
 
 const ops_family *const ops_families[] = {
+    &ops_fam_attention,
+    &ops_fam_kv_store,
     NULL,
 };
