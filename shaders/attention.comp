@@ -78,7 +78,8 @@ void main() {
     const uint w0 = P - (n_win - 1u);
     uint nb = 0u;
     if (p.ratio != 0u) nb = min(P / p.ratio + (P % p.ratio == p.ratio - 1u ? 1u : 0u), p.n_rows);
-    const uint L = n_win + (p.ratio == 4u ? p.topk : nb);
+    // ratio 4: the list is ascending, so every index < nb sits in its first min(topk, nb) slots
+    const uint L = n_win + (p.ratio == 4u ? min(p.topk, nb) : nb);
     const uint per = ((L + p.n_split - 1u) / p.n_split + ET - 1u) / ET * ET;
     const uint k0 = min(s * per, L), k1 = min(k0 + per, L);
 

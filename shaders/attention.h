@@ -6,8 +6,9 @@
  * Query t sits at position p = pos[0] + t (pos read on the device, so a recording replays for
  * every token). Its entries, in visiting order: the window x = p+1-n_win .. p, n_win =
  * min(p+1, window), at ring row x % ring_len; then nb = min((p+1)/ratio, n_rows) compressed
- * blocks (ratio 0: none): ratio 4 the topk slots of sel[t] (a slot >= nb, 0xFFFFFFFF included,
- * is an empty entry: weight 0, never read), other ratios rows 0..nb-1. All heads read the same
+ * blocks (ratio 0: none): ratio 4 the first min(topk, nb) slots of sel[t] (the list is ascending,
+ * so they hold every index < nb; a slot >= nb, 0xFFFFFFFF included, is an empty entry: weight 0,
+ * never read), other ratios rows 0..nb-1. All heads read the same
  * rows (MQA: the 512-wide latent is K and V).
  *
  * attention.comp — one workgroup per (query t, group of HT heads, split s of the entry list);

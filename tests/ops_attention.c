@@ -69,6 +69,10 @@ static const attn_case k_attn[] = {
 #define N_ATTN (sizeof k_attn / sizeof k_attn[0])
 
 static void attn_describe(uint32_t i, char *buf, size_t len) {
+    if (i == N_ATTN) {
+        snprintf(buf, len, "bad arguments (and kv_store's) come back as errors, nothing recorded");
+        return;
+    }
     const attn_case *a = &k_attn[i];
     snprintf(buf, len, "n=%u heads=%u x %u window=%u ring=%u ratio=%u topk=%u rows=%u pos0=%u  # %s", a->n,
              a->n_heads, a->head_dim, a->window, a->ring_len, a->ratio, a->topk, a->n_rows, a->pos0, a->note);
@@ -88,7 +92,56 @@ static uint32_t pick_sorted(uint32_t k, uint32_t m, uint32_t *out) {
     return got;
 }
 
+/* Every call must fail with a negative status (and record nothing the validation layer sees). */
+static int attn_bad_args(ms_vk *vk, ms_vk_cmd *cmd, uint64_t seed, int verbose) {
+    ms_vk_buf b = {0};
+    int rc = ms_vk_buf_alloc(vk, MS_VK_MEM_DEVICE, 1 << 20, &b);
+    if (rc) return 1;
+    const ms_vk_range big = ms_vk_buf_range(&b, 0, 1 << 20), small = ms_vk_buf_range(&b, 0, 64);
+    const ms_vk_range odd = ms_vk_buf_range(&b, 4, (1 << 20) - 4), none = {0};
+    const ms_vk_attention_tune split4 = {0, 0, 0, 4};
+    int bad = 0, n_calls = 0;
+    rc = ms_vk_cmd_begin(cmd);
+#define EXPECT_ERR(call) (n_calls++, bad += (call) >= 0)
+    if (!rc) {
+        /* head_dim not a multiple of 4; window 0; ring_len 0; n 0 */
+        EXPECT_ERR(ms_vk_rec_attention(cmd, big, big, big, big, big, big, big, big, 1, 4, 6, 5, 9, 0, 0, 0, 0.1f));
+        EXPECT_ERR(ms_vk_rec_attention(cmd, big, big, big, big, big, big, big, big, 1, 4, 64, 0, 9, 0, 0, 0, 0.1f));
+        EXPECT_ERR(ms_vk_rec_attention(cmd, big, big, big, big, big, big, big, big, 1, 4, 64, 5, 0, 0, 0, 0, 0.1f));
+        EXPECT_ERR(ms_vk_rec_attention(cmd, big, big, big, big, big, big, big, big, 0, 4, 64, 5, 9, 0, 0, 0, 0.1f));
+        /* head_dim whose quarter neither divides nor is a multiple of the workgroup */
+        EXPECT_ERR(ms_vk_rec_attention(cmd, big, big, big, big, big, big, big, big, 1, 4, 100, 5, 9, 0, 0, 0, 0.1f));
+        /* q too small, o unaligned, an unbound sink, rows too small for n_rows, sel too small */
+        EXPECT_ERR(ms_vk_rec_attention(cmd, small, big, big, big, big, big, big, big, 1, 4, 64, 5, 9, 0, 0, 0, 0.1f));
+        EXPECT_ERR(ms_vk_rec_attention(cmd, big, big, big, big, big, big, odd, big, 1, 4, 64, 5, 9, 0, 0, 0, 0.1f));
+        EXPECT_ERR(ms_vk_rec_attention(cmd, big, big, big, big, none, big, big, big, 1, 4, 64, 5, 9, 0, 0, 0, 0.1f));
+        EXPECT_ERR(ms_vk_rec_attention(cmd, big, big, small, big, big, big, big, big, 1, 4, 64, 5, 9, 128, 0, 100, 0.1f));
+        EXPECT_ERR(ms_vk_rec_attention(cmd, big, big, big, small, big, big, big, big, 2, 4, 64, 5, 9, 4, 64, 100, 0.1f));
+        /* forced splits without room for their records */
+        EXPECT_ERR(ms_vk_rec_attention_tuned(cmd, big, big, big, big, big, big, big, small, 1, 4, 64, 5, 9, 0, 0, 0,
+                                             0.1f, &split4));
+        /* a tile that cannot fit: ET 16 with a whole 1024-wide q in shared memory */
+        const ms_vk_attention_tune huge = {16, 16, 1024, 1};
+        EXPECT_ERR(ms_vk_rec_attention_tuned(cmd, big, big, big, big, big, big, big, big, 1, 16, 1024, 5, 9, 0, 0, 0,
+                                             0.1f, &huge));
+        /* kv_store: n > ring_len, ring too small, head_dim 0 */
+        EXPECT_ERR(ms_vk_rec_kv_store(cmd, big, big, big, 10, 64, 9));
+        EXPECT_ERR(ms_vk_rec_kv_store(cmd, big, small, big, 1, 64, 9));
+        EXPECT_ERR(ms_vk_rec_kv_store(cmd, big, big, big, 1, 0, 9));
+        rc = ms_vk_cmd_end(cmd);
+    }
+#undef EXPECT_ERR
+    ms_vk_buf_free(vk, &b);
+    const int ok = rc == 0 && bad == 0;
+    if (!ok || verbose)
+        printf("  attention bad arguments: %d of %d calls accepted, end %s  %s\n", bad, n_calls,
+               rc ? ms_strerror(rc) : "ok", ok ? "ok" : "FAIL");
+    if (!ok) printf("    repeat with: test_ops -o attention -s %llu\n", (unsigned long long)seed);
+    return ok ? 0 : 1;
+}
+
 static int attn_run(ms_vk *vk, ms_vk_cmd *cmd, uint32_t ci, uint64_t seed, int verbose) {
+    if (ci == N_ATTN) return attn_bad_args(vk, cmd, seed, verbose);
     const attn_case *a = &k_attn[ci];
     const uint32_t n = a->n, H = a->n_heads, D = a->head_dim, R = a->ring_len;
     const size_t nq = (size_t)n * H * D, nring = (size_t)R * D, nrows = (size_t)(a->n_rows ? a->n_rows : 1) * D;
@@ -216,7 +269,7 @@ out:
     return rc < 0 ? 1 : rc;
 }
 
-const ops_family ops_fam_attention = {"attention", (uint32_t)N_ATTN, attn_describe, attn_run};
+const ops_family ops_fam_attention = {"attention", (uint32_t)N_ATTN + 1, attn_describe, attn_run};
 
 /* ---------------------------------------------------------------- kv_store */
 

@@ -328,6 +328,7 @@ int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range 
  * sel: U32 [n][topk] (ascending, 0xFFFFFFFF = unused, indices >= nb ignored), other ratios all of
  * 0..nb-1. sink: F32 [n_heads]. o: F32 [n][n_heads][head_dim]. Entries are visited window first
  * (oldest first), then compressed rows in index order.
+ * Ascending sel is required: only its first min(topk, nb) slots are read (they hold every index < nb).
  * scratch: F32 split records, ms_vk_attention_scratch_bytes (same sizes, NULL tune) bytes; when that
  * is 0 (one split: CPU devices, prefill, short lists) any bound range. q, o, ring, rows and scratch
  * start 16-byte aligned; sel and rows may be any bound range when unused (ratio 0; rows also with
