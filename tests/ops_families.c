@@ -4,5 +4,7 @@
 const ops_family *const ops_families[] = {
     &ops_fam_compress,
     &ops_fam_indexer,
+    &ops_fam_attention,
+    &ops_fam_kv_store,
     NULL,
 };

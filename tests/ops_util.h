@@ -67,5 +67,7 @@ extern const ops_family *const ops_families[];
 
 extern const ops_family ops_fam_compress;
 extern const ops_family ops_fam_indexer;
+extern const ops_family ops_fam_attention;
+extern const ops_family ops_fam_kv_store;
 
 #endif

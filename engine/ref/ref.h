@@ -195,5 +195,23 @@ void ms_ref_compress(const float *a, const float *g, uint32_t in_stride, const v
 void ms_ref_indexer(const float *q, const float *w, const float *keys, uint32_t pos0, uint32_t *sel,
                     uint32_t n, uint32_t n_heads, uint32_t head_dim, uint32_t ratio, uint32_t topk,
                     uint32_t n_keys, float w_scale);
+/* Sparse attention with a per-head sink (V4_SPEC §3.3, §3.6), the reference of
+ * shaders/attention.comp, for n queries at positions p = pos0 + t. q, o: [n][n_heads][head_dim];
+ * ring: [ring_len][head_dim], position x at row x % ring_len; query p sees the window
+ * x in [max(0, p+1-window), p] (oldest first), then, with ratio != 0 and nb = min((p+1)/ratio,
+ * n_rows) complete blocks, the rows [n_rows][head_dim]: for ratio 4 those listed in sel [n][topk]
+ * in list order (0xFFFFFFFF and indices >= nb skipped), else 0..nb-1. sink: F32 [n_heads]
+ * checkpoint bytes. Per head: z_e = (q . row_e) * scale; o = sum_e exp(z_e - m) row_e /
+ * (exp(sink - m) + sum_e exp(z_e - m)), m = max(sink, z_e); double throughout, the two-pass
+ * order the forward pass uses (a NaN score makes its head NaN). scale is a double so that the
+ * forward pass's 1/sqrt(head_dim) passes unrounded (the shader takes it as F32). */
+void ms_ref_attention(const float *q, const float *ring, const float *rows, const uint32_t *sel,
+                      const void *sink, uint32_t pos0, float *o, uint32_t n, uint32_t n_heads,
+                      uint32_t head_dim, uint32_t window, uint32_t ring_len, uint32_t ratio,
+                      uint32_t topk, uint32_t n_rows, double scale);
+/* KV ring write (shaders/kv_store.comp): row t of src [n][head_dim] to ring row
+ * (pos0 + t) % ring_len of ring [ring_len][head_dim]. */
+void ms_ref_kv_store(const float *src, float *ring, uint32_t pos0, uint32_t n, uint32_t head_dim,
+                     uint32_t ring_len);
 
 #endif

@@ -92,31 +92,6 @@ static void index_select(const ms_v4_config *c, const float *qi, const float *wi
     for (uint32_t i = 0; i < k; i++) sel[sc->isel_idx[i]] = 1;
 }
 
-/* Sparse attention of one query over n_ent KV rows ent[] (V4_SPEC §3.3): per head one softmax
- * over all rows plus the sink in the denominator. sink: F32 [n_heads] checkpoint bytes;
- * q: [n_heads][head_dim]; o: [n_heads][head_dim]. */
-static void attend(const ms_v4_config *c, const void *sink, const float *q, const float **ent,
-                   uint32_t n_ent, v4_scratch *sc, float *o) {
-    uint32_t hd = c->head_dim;
-    double scale = 1.0 / sqrt((double)hd); /* no YaRN mscale */
-    double *z = sc->att_z, *acc = sc->att_acc;
-    for (uint32_t h = 0; h < c->n_heads; h++) {
-        const float *qh = q + (size_t)h * hd;
-        double sink_h = ms_ref_ld_f32(sink, h);
-        double mx = sink_h; /* max(m, sink): same result, no overflow when the sink dominates */
-        for (uint32_t e = 0; e < n_ent; e++) {
-            z[e] = dot(qh, ent[e], hd) * scale;
-            if (z[e] > mx) mx = z[e];
-        }
-        double denom = exp(sink_h - mx);
-        for (uint32_t e = 0; e < n_ent; e++) denom += (z[e] = exp(z[e] - mx));
-        memset(acc, 0, hd * sizeof(double));
-        for (uint32_t e = 0; e < n_ent; e++)
-            for (uint32_t i = 0; i < hd; i++) acc[i] += z[e] * ent[e][i];
-        for (uint32_t i = 0; i < hd; i++) o[(size_t)h * hd + i] = (float)(acc[i] / denom);
-    }
-}
-
 void ms_ref_v4_attention(ms_ref_session *s, uint32_t li, const float *x, uint32_t pos0, uint32_t n,
                          float *out) {
     const ms_ref_model *m = s->m;
@@ -197,15 +172,18 @@ void ms_ref_v4_attention(ms_ref_session *s, uint32_t li, const float *x, uint32_
             }
         }
 
-        /* Visible rows: the window (oldest first), then compressed blocks in index order. */
-        uint32_t n_ent = 0;
-        uint64_t w0 = p + 1 > c->window ? p + 1 - c->window : 0;
-        for (uint64_t wp = w0; wp <= p; wp++) sc->ent[n_ent++] = st->ring + (size_t)(wp % c->window) * hd;
-        for (uint32_t j = 0; j < nb; j++)
-            if (r != 4 || sc->isel[j]) sc->ent[n_ent++] = st->cmp.rows + (size_t)j * hd;
-
+        /* Visible rows: the window (oldest first), then compressed blocks in index order; for
+         * ratio 4 the selected ones, listed ascending. The ring holds position x at x % window. */
+        if (r == 4) {
+            uint32_t ns = 0;
+            for (uint32_t j = 0; j < nb; j++)
+                if (sc->isel[j]) sc->sel[ns++] = j;
+            while (ns < c->index_topk) sc->sel[ns++] = 0xFFFFFFFFu;
+        }
         float *o = sc->o + (size_t)t * qdim;
-        attend(c, L->attn_sink, sc->q + (size_t)t * qdim, sc->ent, n_ent, sc, o);
+        ms_ref_attention(sc->q + (size_t)t * qdim, st->ring, st->cmp.rows, sc->sel, L->attn_sink,
+                         (uint32_t)p, o, 1, H, hd, c->window, c->window, r, c->index_topk,
+                         st->cmp.n_rows, 1.0 / sqrt((double)hd)); /* no YaRN mscale */
         for (uint32_t h = 0; h < H; h++) ms_ref_v4_rope(o + (size_t)h * hd + nope, L->rope_freq, rd, p, true);
     }
 

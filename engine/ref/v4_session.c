@@ -67,7 +67,6 @@ int ms_ref_session_create(const ms_ref_model *m, uint32_t max_tokens, ms_ref_ses
     /* Sized by what the session can hold, not by the config's maximum: a window of 2^20 with a
      * 3-token session costs 3 rows, not 2^20 (that once allocated and zeroed gigabytes). */
     s->ring_len = c->window < max_tokens ? c->window : max_tokens;
-    size_t n_att = (size_t)s->ring_len + max_tokens;
     bool ok = true;
 
     s->layers = salloc(s, c->n_layers, sizeof *s->layers);
@@ -106,7 +105,9 @@ int ms_ref_session_create(const ms_ref_model *m, uint32_t max_tokens, ms_ref_ses
         sc->att_z = salloc(s, n_att, sizeof(double));
         sc->att_acc = salloc(s, c->head_dim, sizeof(double));
         sc->isel_idx = salloc(s, c->index_topk, sizeof(uint32_t));
+        sc->cand = salloc(s, max_tokens / 4 + 1, sizeof(v4_cand));
         sc->isel = salloc(s, max_tokens / 4 + 1, 1);
+        sc->sel = salloc(s, c->index_topk ? c->index_topk : 1, sizeof(uint32_t));
         sc->glog = salloc(s, B * c->n_routed_experts, sizeof(float));
         sc->route = salloc(s, B * K, sizeof(uint32_t));
         sc->rw = salloc(s, B * K, sizeof(float));
@@ -122,6 +123,8 @@ int ms_ref_session_create(const ms_ref_model *m, uint32_t max_tokens, ms_ref_ses
              sc->q && sc->kv && sc->o && sc->u && sc->u_full && sc->ca && sc->cg && sc->ia &&
              sc->ig && sc->qi && sc->wi && sc->crow && sc->ent && sc->att_z && sc->att_acc &&
              sc->isel_idx && sc->isel && sc->glog && sc->route && sc->rw && sc->ex_x && sc->ex_t &&
+             sc->ig && sc->qi && sc->wi && sc->crow && sc->cand &&
+             sc->isel && sc->sel && sc->glog && sc->route && sc->rw && sc->ex_x && sc->ex_t &&
              sc->ex_w && sc->ex_g && sc->ex_u && sc->ex_y && sc->moe_acc && sc->hfin;
     }
     if (!ok) {

@@ -346,5 +346,54 @@ int ms_vk_rec_indexer(ms_vk_cmd *c, ms_vk_range q, ms_vk_range w, ms_vk_range ke
                       ms_vk_range scratch, ms_vk_range sel, uint32_t n, uint32_t n_heads,
                       uint32_t head_dim, uint32_t ratio, uint32_t topk, uint32_t n_keys, float w_scale);
 uint64_t ms_vk_indexer_scratch_bytes(uint32_t n, uint32_t n_keys, uint32_t topk);
+/* ---------------------------------------------------------------- attention (shaders/attention.h) */
+
+/* Sparse attention with a per-head sink (V4_SPEC §3.3) for n queries at positions p = pos0 + t,
+ * pos0 = pos[0] (U32, read on the device). q: F32 [n][n_heads][head_dim]; ring: F32 [ring_len][head_dim],
+ * the latent of position x at row x % ring_len; the window of query p is x in [max(0, p+1-window), p]
+ * (the caller keeps ring_len >= window + n - 1, or ring_len >= every position, so a chunk's own rows do not
+ * overwrite rows its earlier queries see). rows: F32 [n_rows][head_dim] compressed entries; with ratio 0
+ * none are seen; else nb = min((p+1)/ratio, n_rows) complete blocks: ratio 4 sees those listed in
+ * sel: U32 [n][topk] (ascending, 0xFFFFFFFF = unused, indices >= nb ignored), other ratios all of
+ * 0..nb-1. sink: F32 [n_heads]. o: F32 [n][n_heads][head_dim]. Entries are visited window first
+ * (oldest first), then compressed rows in index order.
+ * Ascending sel is required: only its first min(topk, nb) slots are read (they hold every index < nb).
+ * scratch: F32 split records, ms_vk_attention_scratch_bytes (same sizes, NULL tune) bytes; when that
+ * is 0 (one split: CPU devices, prefill, short lists) any bound range. q, o, ring, rows and scratch
+ * start 16-byte aligned; sel and rows may be any bound range when unused (ratio 0; rows also with
+ * n_rows 0). head_dim: a multiple of 4 whose quarter divides, or is a multiple of, the workgroup
+ * (64 on CPU devices, else 256): 64..1024 powers of two. Positions < 2^32.
+ * F32 products and accumulation, an online softmax per split and an F32 merge of the splits; a NaN
+ * in q_h, in a visible row or in sink[h] makes all of head h's outputs NaN (as the reference). Records
+ * one dispatch (one split) or two with a barrier between them (splits, then their reduce). */
+int ms_vk_rec_attention(ms_vk_cmd *c, ms_vk_range q, ms_vk_range ring, ms_vk_range rows, ms_vk_range sel,
+                        ms_vk_range sink, ms_vk_range pos, ms_vk_range o, ms_vk_range scratch, uint32_t n,
+                        uint32_t n_heads, uint32_t head_dim, uint32_t window, uint32_t ring_len, uint32_t ratio,
+                        uint32_t topk, uint32_t n_rows, float scale);
+
+/* Attention tunables (tests, benchmarks); zero fields = the per-device plan. heads_per_wg is rounded
+ * up to what the value pass needs; an entries_per_tile / q_chunk that does not fit is
+ * -MS_E_UNSUPPORTED; n_split 1 = no split records. */
+typedef struct ms_vk_attention_tune {
+    uint32_t heads_per_wg;     /* HT */
+    uint32_t entries_per_tile; /* ET: 2, 4, 8 or 16 */
+    uint32_t q_chunk;          /* QC: head_dim elements of q staged at a time */
+    uint32_t n_split;          /* workgroups along each query's entry list */
+} ms_vk_attention_tune;
+
+/* Bytes of scratch ms_vk_rec_attention(_tuned) needs for these sizes on this device (0: none). */
+uint64_t ms_vk_attention_scratch_bytes(const ms_vk *vk, uint32_t n, uint32_t n_heads, uint32_t head_dim,
+                                       uint32_t window, uint32_t ratio, uint32_t topk, uint32_t n_rows,
+                                       const ms_vk_attention_tune *tune);
+int ms_vk_rec_attention_tuned(ms_vk_cmd *c, ms_vk_range q, ms_vk_range ring, ms_vk_range rows, ms_vk_range sel,
+                              ms_vk_range sink, ms_vk_range pos, ms_vk_range o, ms_vk_range scratch,
+                              uint32_t n, uint32_t n_heads, uint32_t head_dim, uint32_t window,
+                              uint32_t ring_len, uint32_t ratio, uint32_t topk, uint32_t n_rows, float scale,
+                              const ms_vk_attention_tune *tune);
+
+/* KV ring write: row t of src F32 [n][head_dim] to ring row (pos0 + t) % ring_len, pos0 = pos[0]
+ * (read on the device); 1 <= n <= ring_len (more would write one row twice). */
+int ms_vk_rec_kv_store(ms_vk_cmd *c, ms_vk_range src, ms_vk_range ring, ms_vk_range pos, uint32_t n,
+                       uint32_t head_dim, uint32_t ring_len);
 
 #endif
