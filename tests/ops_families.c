@@ -2,5 +2,6 @@
 #include "tests/ops_util.h"
 
 const ops_family *const ops_families[] = {
+    &ops_fam_moe,
     NULL,
 };

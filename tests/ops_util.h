@@ -65,4 +65,6 @@ typedef struct ops_family {
 /* tests/ops_families.c: every registered family, NULL-terminated. */
 extern const ops_family *const ops_families[];
 
+extern const ops_family ops_fam_moe;
+
 #endif
