@@ -114,8 +114,12 @@ typedef struct moe_tune {
 } moe_tune;
 
 /* Per-device shapes. lavapipe: a workgroup is a loop on one thread; small groups (8 subgroups of 8)
- * spread across cores, as for gemv_tiled. Elsewhere the tiled GEMV's measured shape: 4 warps, 4 weight
- * rows in flight per subgroup (up walks w1 and w3 of 2 rows, down w2 of 4). */
+ * spread across cores, as for gemv_tiled. NVIDIA (H200 sweep, V4-Flash n = 1, k = 6 from a 64-record
+ * pool, medians of 7; each stage also pays ~5.2 us of barrier and launch, measured with every slot
+ * missing): up 4 warps x 2 rows (w1 + w3: 4 rows in flight) 29-30 us, 1 row or unroll 2 within
+ * noise, unroll 4 34-40 us (registers); down 2 rows a warp, 2 chunks a lane in flight 21.4-21.8 us,
+ * 4 rows 28 us, 8 rows 33 us. Walking 2-3 experts at once in down (more loads in flight) did not
+ * help (21-29 us) and was dropped. */
 static void moe_tune_default(const ms_vk_caps *caps, bool down, moe_tune *t) {
     t->sg = caps->subgroup_size ? caps->subgroup_size : 1;
     t->unroll = 1;
@@ -124,10 +128,11 @@ static void moe_tune_default(const ms_vk_caps *caps, bool down, moe_tune *t) {
         t->rows = 2;
     } else if (caps->vendor_id == VENDOR_NVIDIA) {
         t->wg = 128;
-        t->rows = down ? 4 : 2;
+        t->rows = 2;
+        t->unroll = down ? 2 : 1;
     } else {
         t->wg = 256;
-        t->rows = down ? 4 : 2;
+        t->rows = 2;
     }
     if (t->wg < t->sg) t->wg = t->sg;
 }
@@ -196,7 +201,7 @@ static int moe_dispatch(ms_vk_cmd *c, const char *op, ms_wenc enc, bool down, co
     const uint32_t v4 = enc == MS_WENC_FP4 ? 8 : 4; /* vec4s of the input per 16-byte chunk */
     const uint64_t shm = (uint64_t)v4 * (t.sg * t.unroll + 1) * 16;
     if (!is_pow2(t.sg) || !is_pow2(t.wg) || t.wg % t.sg || t.wg > caps->max_workgroup_invocations ||
-        !is_pow2(t.rows) || t.rows > 64 || shm > caps->max_shared_memory) {
+        !is_pow2(t.rows) || t.rows > 64 || t.unroll < 1 || t.unroll > 8 || shm > caps->max_shared_memory) {
         MS_LOGE("%s: no workgroup shape for this device (wg %u, subgroup %u, rows %u, %llu bytes of shared "
                 "memory; the device allows %u invocations and %u bytes)",
                 op, t.wg, t.sg, t.rows, (unsigned long long)shm, caps->max_workgroup_invocations,
