@@ -213,5 +213,34 @@ void ms_ref_attention(const float *q, const float *ring, const float *rows, cons
  * (pos0 + t) % ring_len of ring [ring_len][head_dim]. */
 void ms_ref_kv_store(const float *src, float *ring, uint32_t pos0, uint32_t n, uint32_t head_dim,
                      uint32_t ring_len);
+/* ---- The expert FFN over a pool of expert records (engine/ref/moe.c; shaders/moe.h) ----
+ *
+ * The references of moe_up_<enc> / moe_down_<enc>: a record is one expert's w1, w3 [inter][dim]
+ * and w2 [dim][inter] in its checkpoint encoding (FP4 or FP8), each part at a byte offset in the
+ * record; record j starts at byte j * record_bytes of the pool. Expert e of a token is record
+ * slots[e]; an id e >= n_experts or a slot >= pool_bytes / record_bytes (0xFFFFFFFF: not resident)
+ * reads nothing and contributes 0. Each GEMV row is computed as ms_ref_gemv computes it (every
+ * weight decoded exactly, a double sum in order of the column, rounded to F32), bit for bit. */
+
+/* One record's layout: the fields of ms_vk_expert_layout (engine/vk/vk.h), which makes it. */
+typedef struct ms_ref_expert_layout {
+    ms_wenc enc; /* MS_WENC_FP4 or MS_WENC_FP8 */
+    uint32_t dim, inter;
+    uint64_t w1_data, w1_scale, w3_data, w3_scale, w2_data, w2_scale; /* byte offsets in the record */
+    uint64_t record_bytes;
+} ms_ref_expert_layout;
+
+/* Gate/up + SwiGLU, for t < n and a < k (pair t*k + a): g = w1 x[t], u = w3 x[t] (F32 as
+ * ms_ref_gemv), act[t][a] = ms_ref_swiglu of g, u with weight rw[t][a] and limit (0: no clamp); a
+ * zero row for an expert out of range. x [n][dim], rw [n][k], idx [n][k], act [n][k][inter]. */
+void ms_ref_moe_up(const ms_ref_expert_layout *L, const void *pool, size_t pool_bytes,
+                   const uint32_t *slots, uint32_t n_experts, const uint32_t *idx, const float *rw,
+                   const float *x, float *act, uint32_t n, uint32_t k, double limit);
+/* Down and sum: y[t] = base[t] + sum over a = 0..k-1 in that order of w2_{idx[t][a]} act[t][a]
+ * (each product F32 as ms_ref_gemv; the sum in double from base, rounded once). act [n][k][inter],
+ * base and y [n][dim] (y may be base). */
+void ms_ref_moe_down(const ms_ref_expert_layout *L, const void *pool, size_t pool_bytes,
+                     const uint32_t *slots, uint32_t n_experts, const uint32_t *idx,
+                     const float *act, const float *base, float *y, uint32_t n, uint32_t k);
 
 #endif

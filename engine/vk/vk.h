@@ -395,5 +395,36 @@ int ms_vk_rec_attention_tuned(ms_vk_cmd *c, ms_vk_range q, ms_vk_range ring, ms_
  * (read on the device); 1 <= n <= ring_len (more would write one row twice). */
 int ms_vk_rec_kv_store(ms_vk_cmd *c, ms_vk_range src, ms_vk_range ring, ms_vk_range pos, uint32_t n,
                        uint32_t head_dim, uint32_t ring_len);
+/* ---------------------------------------------------------------- MoE experts (engine/vk/ops_moe.c) */
+
+/* One expert record in a pool buffer (shaders/moe.h): w1, w3 [inter][dim] and w2 [dim][inter] in the
+ * checkpoint's encoding, each part at a 256-byte-aligned offset within the record. */
+typedef struct ms_vk_expert_layout {
+    ms_wenc enc;                 /* MS_WENC_FP4 or MS_WENC_FP8 */
+    uint32_t dim, inter;
+    uint64_t w1_data, w1_scale, w3_data, w3_scale, w2_data, w2_scale; /* byte offsets in the record */
+    uint64_t record_bytes;       /* a multiple of 256 */
+} ms_vk_expert_layout;
+/* The layout for enc/dim/inter (-MS_E_UNSUPPORTED for other encodings or shapes the shaders cannot
+ * run: FP4 needs dim and inter multiples of 32, FP8 of 16; a record must stay under 4 GiB). */
+int ms_vk_expert_layout_make(ms_wenc enc, uint32_t dim, uint32_t inter, ms_vk_expert_layout *out);
+/* Writes one expert's three checkpoint views into rec[L->record_bytes] (host memory; zero padding).
+ * -MS_E_INVALID_ARG when a view's encoding or shape does not match the layout. */
+int ms_vk_expert_pack(const ms_vk_expert_layout *L, const ms_weight_view *w1, const ms_weight_view *w3,
+                      const ms_weight_view *w2, void *rec);
+/* Gate/up + SwiGLU: act F32 [n][k][inter] for tokens t < n, active a < k: expert idx[t][a] at record
+ * slots[idx] of pool (U32 [n_experts]; 0xFFFFFFFF or an id >= n_experts: act rows = 0).
+ * x: F32 [n][dim]; rw: F32 [n][k]; limit 0 = no clamp.
+ * pool: whole records (pool.size / record_bytes of them; a slot past the last reads nothing and
+ * counts as not resident), offset a multiple of 16, size <= maxStorageBufferRange (else
+ * -MS_E_INVALID_ARG: split the pool). One dispatch. */
+int ms_vk_rec_moe_up(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool, ms_vk_range slots,
+                     uint32_t n_experts, ms_vk_range idx, ms_vk_range rw, ms_vk_range x, ms_vk_range act,
+                     uint32_t n, uint32_t k, float limit);
+/* Down and sum: y[t] = base[t] + sum_{a<k} w2_{idx[t][a]} act[t][a] (in order of a); base, y F32 [n][dim]
+ * (y may be the same range as base). An expert out of range (as in up) adds nothing. One dispatch. */
+int ms_vk_rec_moe_down(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool, ms_vk_range slots,
+                       uint32_t n_experts, ms_vk_range idx, ms_vk_range act, ms_vk_range base,
+                       ms_vk_range y, uint32_t n, uint32_t k);
 
 #endif
