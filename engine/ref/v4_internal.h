@@ -130,11 +130,7 @@ typedef struct v4_scratch {
     float *qi;         /* [B][index_n_heads*index_head_dim] */
     float *wi;         /* [B][index_n_heads] */
     float *crow;       /* [max(head_dim, index_head_dim)] one pooled row */
-    const float **ent; /* [ring_len + max_tokens] KV rows one query attends */
-    double *att_z;     /* [ring_len + max_tokens] scores of one head */
-    double *att_acc;   /* [head_dim] */
     uint32_t *isel_idx; /* [index_topk] the blocks one indexer query selects (ms_ref_indexer) */
-    v4_cand *cand;     /* [max_tokens/4] candidates of one indexer query */
     uint8_t *isel;     /* [max_tokens/4] selected flags */
     uint32_t *sel;     /* [index_topk] the selected blocks, ascending, 0xFFFFFFFF after them */
     float *glog;       /* [B][n_experts] gate scores */

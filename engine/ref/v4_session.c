@@ -101,11 +101,7 @@ int ms_ref_session_create(const ms_ref_model *m, uint32_t max_tokens, ms_ref_ses
         sc->qi = salloc(s, B * nI * dI, sizeof(float));
         sc->wi = salloc(s, B * nI, sizeof(float));
         sc->crow = salloc(s, wide, sizeof(float));
-        sc->ent = salloc(s, n_att, sizeof(const float *));
-        sc->att_z = salloc(s, n_att, sizeof(double));
-        sc->att_acc = salloc(s, c->head_dim, sizeof(double));
         sc->isel_idx = salloc(s, c->index_topk, sizeof(uint32_t));
-        sc->cand = salloc(s, max_tokens / 4 + 1, sizeof(v4_cand));
         sc->isel = salloc(s, max_tokens / 4 + 1, 1);
         sc->sel = salloc(s, c->index_topk ? c->index_topk : 1, sizeof(uint32_t));
         sc->glog = salloc(s, B * c->n_routed_experts, sizeof(float));
@@ -121,10 +117,8 @@ int ms_ref_session_create(const ms_ref_model *m, uint32_t max_tokens, ms_ref_ses
         sc->hfin = salloc(s, B * dim, sizeof(float));
         ok = sc->h && sc->res && sc->x && sc->y && sc->post && sc->comb && sc->mix && sc->qr &&
              sc->q && sc->kv && sc->o && sc->u && sc->u_full && sc->ca && sc->cg && sc->ia &&
-             sc->ig && sc->qi && sc->wi && sc->crow && sc->ent && sc->att_z && sc->att_acc &&
-             sc->isel_idx && sc->isel && sc->glog && sc->route && sc->rw && sc->ex_x && sc->ex_t &&
-             sc->ig && sc->qi && sc->wi && sc->crow && sc->cand &&
-             sc->isel && sc->sel && sc->glog && sc->route && sc->rw && sc->ex_x && sc->ex_t &&
+             sc->ig && sc->qi && sc->wi && sc->crow && sc->isel_idx && sc->isel && sc->sel &&
+             sc->glog && sc->route && sc->rw && sc->ex_x && sc->ex_t &&
              sc->ex_w && sc->ex_g && sc->ex_u && sc->ex_y && sc->moe_acc && sc->hfin;
     }
     if (!ok) {
