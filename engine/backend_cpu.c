@@ -1,4 +1,6 @@
 /* engine/backend_cpu.c — the CPU reference (engine/ref) behind engine.h. */
+#include <stdio.h>
+
 #include "common/status.h"
 #include "engine/engine_internal.h"
 #include "engine/ref/ref.h"
@@ -10,7 +12,7 @@ static int cpu_model_open(ms_engine *e, char *err, size_t err_len) {
     ms_ref_model *m = NULL;
     int rc = ms_ref_model_create(&e->cfg, st_get, e->st, &m, err, err_len);
     if (rc) return rc;
-    if (e->opts.no_fake_quant) ms_ref_v4_set_fake_quant(m, false, false);
+    ms_ref_v4_set_fake_quant(m, !e->opts.no_fq_kv, !e->opts.no_fq_index);
     e->backend = m;
     return 0;
 }
@@ -43,6 +45,16 @@ static int cpu_nonfinite(const ms_session *s, uint32_t *pos, uint32_t *layer, co
     return 0;
 }
 
+static int cpu_info(ms_engine *e, bool measure, ms_engine_info *out) {
+    (void)e, (void)measure;
+    snprintf(out->device, sizeof out->device, "CPU reference (one thread, double accumulation)");
+    return 0;
+}
+
+static void cpu_stats(const ms_session *s, ms_session_stats *out) {
+    out->kv_bytes = ms_ref_session_kv_bytes(s->backend);
+}
+
 const ms_backend_ops ms_backend_cpu_ops = {
     .kind = MS_BACKEND_CPU,
     .model_open = cpu_model_open,
@@ -52,4 +64,6 @@ const ms_backend_ops ms_backend_cpu_ops = {
     .forward = cpu_forward,
     .reset = cpu_reset,
     .nonfinite = cpu_nonfinite,
+    .info = cpu_info,
+    .stats = cpu_stats,
 };

@@ -12,6 +12,7 @@
 #include "common/file.h"
 #include "common/status.h"
 #include "engine/engine_internal.h"
+#include "engine/vk/vk.h" /* the device probe for backend auto */
 
 const char *ms_backend_name(ms_backend b) {
     switch (b) {
@@ -33,21 +34,26 @@ int ms_backend_from_name(const char *name, ms_backend *out) {
 }
 
 ms_engine_opts ms_engine_opts_default(void) {
-    ms_engine_opts o = {.backend = MS_BACKEND_AUTO, .device_index = -1};
+    ms_engine_opts o = {.backend = MS_BACKEND_AUTO, .vk = ms_vk_opts_default()};
     return o;
 }
 
-/* The backend for opts: the Vulkan forward pass is not built yet, so AUTO means the CPU
- * reference and VULKAN is refused with a message. */
-static int pick_backend(const ms_engine_opts *o, const ms_backend_ops **ops, char *err,
-                        size_t err_len) {
-    switch (o->backend) {
-    case MS_BACKEND_AUTO:
-    case MS_BACKEND_CPU: *ops = &ms_backend_cpu_ops; return 0;
-    case MS_BACKEND_VULKAN: break;
+/* AUTO: Vulkan when the device rule (ms_vk_choose_device) picks a GPU, else the CPU reference
+ * (a CPU Vulkan implementation such as lavapipe runs the same model, slower than the reference's
+ * own loops; ask for it with backend vulkan). */
+static const ms_backend_ops *pick_backend(const ms_engine_opts *o) {
+    if (o->backend == MS_BACKEND_CPU) return &ms_backend_cpu_ops;
+    if (o->backend == MS_BACKEND_VULKAN) return &ms_backend_vk_ops;
+    ms_vk_caps *caps = NULL;
+    uint32_t n = 0;
+    char err[256];
+    const ms_backend_ops *ops = &ms_backend_cpu_ops;
+    if (ms_vk_enumerate(&caps, &n, err, sizeof err) == 0) {
+        int i = ms_vk_choose_device(caps, n, o->vk.device_index);
+        if (i >= 0 && caps[i].type != VK_PHYSICAL_DEVICE_TYPE_CPU) ops = &ms_backend_vk_ops;
     }
-    return ms_errf(err, err_len, -MS_E_UNSUPPORTED,
-                   "the Vulkan forward pass is not built yet; use the CPU reference (backend cpu)");
+    ms_free(caps);
+    return ops;
 }
 
 int ms_engine_open(const char *path, const ms_engine_opts *opts, ms_engine **out, char *err,
@@ -56,9 +62,8 @@ int ms_engine_open(const char *path, const ms_engine_opts *opts, ms_engine **out
     if (!path || !out) return ms_errf(err, err_len, -MS_E_INVALID_ARG, "invalid argument");
     *out = NULL;
     ms_engine_opts o = opts ? *opts : ms_engine_opts_default();
-    const ms_backend_ops *ops = NULL;
-    int rc = pick_backend(&o, &ops, err, err_len);
-    if (rc) return rc;
+    const ms_backend_ops *ops = pick_backend(&o);
+    int rc;
     struct stat sb;
     char sp[200];
     if (stat(path, &sb) != 0) {
@@ -255,4 +260,17 @@ int ms_session_truncate(ms_session *s, uint32_t n) {
 int ms_session_nonfinite(const ms_session *s, uint32_t *pos, uint32_t *layer, const char **stage) {
     if (!s || !pos || !layer || !stage) return -MS_E_INVALID_ARG;
     return s->e->ops->nonfinite(s, pos, layer, stage);
+}
+
+int ms_engine_get_info(ms_engine *e, bool measure_bandwidth, ms_engine_info *out) {
+    if (!e || !out) return -MS_E_INVALID_ARG;
+    memset(out, 0, sizeof *out);
+    out->backend = e->ops->kind;
+    ms_v4_weight_bytes(&e->cfg, &out->weight_bytes, &out->weight_bytes_per_token);
+    return e->ops->info(e, measure_bandwidth, out);
+}
+
+void ms_session_get_stats(const ms_session *s, ms_session_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (s) s->e->ops->stats(s, out);
 }

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "engine/model/config.h"
+#include "engine/vk/vk_opts.h" /* plain data, no Vulkan types */
 
 typedef enum ms_backend {
     MS_BACKEND_AUTO = 0, /* Vulkan where a usable device and the Vulkan forward pass exist, else CPU */
@@ -38,9 +39,11 @@ int ms_backend_from_name(const char *name, ms_backend *out);
 /* Options; start from ms_engine_opts_default() (all-zero would mean device 0). */
 typedef struct ms_engine_opts {
     ms_backend backend;
-    int32_t device_index;  /* Vulkan device; -1 = the best */
-    bool no_fake_quant;    /* diagnosis only: skip the two official fake-quant steps (the e4m3 KV
-                            * latent and the FP4 indexer q/k); the output is then not the model's */
+    ms_vk_opts vk;         /* Vulkan: device index (-1 = the best), validation, pipeline cache,
+                            * kill switches (tools/env.h maps the environment onto these) */
+    /* diagnosis only: skip an official fake-quant step (the e4m3 KV latent; the FP4 indexer
+     * q/k); the output is then not the model's. `moestream logits --no-fake-quant` sets both. */
+    bool no_fq_kv, no_fq_index;
 } ms_engine_opts;
 
 ms_engine_opts ms_engine_opts_default(void);
@@ -57,6 +60,19 @@ void ms_engine_close(ms_engine *e); /* NULL ok */
 
 const ms_v4_config *ms_engine_config(const ms_engine *e);
 ms_backend ms_engine_backend(const ms_engine *e); /* the one in use (never AUTO) */
+
+/* What runs the model, for reports and benchmarks. */
+typedef struct ms_engine_info {
+    ms_backend backend;
+    char device[256];                /* "NVIDIA H200 (NVIDIA 570.124.06)", "CPU reference" */
+    uint64_t weight_bytes;           /* checkpoint bytes the forward pass uses (resident) */
+    uint64_t weight_bytes_per_token; /* read per decoded token (ms_v4_weight_bytes) */
+    double mem_gbs;                  /* device memory bandwidth, GB/s read + written by a copy
+                                      * (measured when asked; 0 = not measured / CPU) */
+} ms_engine_info;
+
+/* measure_bandwidth: time a device copy first (Vulkan; ~1 s, 2 GiB of device memory). */
+int ms_engine_get_info(ms_engine *e, bool measure_bandwidth, ms_engine_info *out);
 
 /* A session that can hold up to max_tokens positions. */
 int ms_session_create(ms_engine *e, uint32_t max_tokens, ms_session **out);
@@ -78,6 +94,15 @@ int ms_session_top_k(const ms_session *s, uint32_t k, uint32_t *ids, float *logi
 
 /* The same ranking for any logits[vocab] (NaN ranks last): ids[k], best first; O(vocab log k). */
 void ms_logits_top_k(const float *logits, uint32_t vocab, uint32_t k, uint32_t *ids);
+
+/* What a session holds and how its decode step runs. */
+typedef struct ms_session_stats {
+    uint64_t kv_bytes;             /* KV state (window rings, compressor states and rows, indexer keys) */
+    uint32_t dispatches_per_layer; /* Vulkan: in the recorded one-token step, the layers' average */
+    uint32_t barriers_per_layer;   /* (0 until a one-token step was recorded, and on the CPU) */
+    uint32_t dispatches_total;     /* the whole one-token step, embedding and head included */
+} ms_session_stats;
+void ms_session_get_stats(const ms_session *s, ms_session_stats *out);
 
 uint32_t ms_session_pos(const ms_session *s);
 uint32_t ms_session_max_tokens(const ms_session *s);

@@ -17,6 +17,9 @@ typedef struct ms_backend_ops {
     int (*forward)(ms_session *s, const uint32_t *tokens, uint32_t n, float *logits);
     void (*reset)(ms_session *s);
     int (*nonfinite)(const ms_session *s, uint32_t *pos, uint32_t *layer, const char **stage);
+    /* device name, bandwidth (when measure); the common code fills the rest */
+    int (*info)(ms_engine *e, bool measure, ms_engine_info *out);
+    void (*stats)(const ms_session *s, ms_session_stats *out);
 } ms_backend_ops;
 
 #define MS_ENGINE_CHUNK 16u /* tokens per forward call when only the last logits are wanted */
@@ -40,5 +43,6 @@ struct ms_session {
 };
 
 extern const ms_backend_ops ms_backend_cpu_ops;
+extern const ms_backend_ops ms_backend_vk_ops;
 
 #endif

@@ -1,19 +1,24 @@
-/* test_golden — the CPU reference (engine/ref) against golden logits from an independent
- * implementation: Hugging Face transformers' DeepseekV4ForCausalLM in float64 with the two official
- * fake-quant steps hooked in (tools/fixtures/gen_v4_fixtures.py; each fixture's README says how it
- * was made). Every fixture directory under argv[1] holds an official-format checkpoint
+/* test_golden — a backend (engine.h: the CPU reference or Vulkan) against golden logits from an
+ * independent implementation: Hugging Face transformers' DeepseekV4ForCausalLM in float64 with the
+ * two official fake-quant steps hooked in (tools/fixtures/gen_v4_fixtures.py; each fixture's README
+ * says how it was made). Every fixture directory under argv[1] holds an official-format checkpoint
  * (config.json, sharded safetensors) and golden.json with, per token sequence, the full log-softmax
  * rows ([n][vocab] float32 in a side file) and top-1/top-2 margins, plus a greedy continuation.
  *
- * Asserts per fixture:
+ * Asserts per fixture and backend:
  *  - loading: config parses, every expected tensor is present with the right dtype and shape;
  *  - max |Δ logprob| over every position and vocabulary entry below TOL_LOGPROB;
  *  - the top-1 token equal at every position whose golden margin exceeds TOL_TOP1_MARGIN;
- *  - prefill in chunks (and token by token) bit-identical to one full pass;
+ *  - prefill in chunks (and token by token) against one full pass: bit-identical on the CPU
+ *    reference; on Vulkan within TOL_SPLIT (a batch of one token and a batch of eight run through
+ *    different GEMV kernels, so F32 sums round differently);
  *  - the greedy continuation identical, token by token;
  *  - the tests see both official fake-quant steps: with either one switched off, the first
- *    sequence misses the tolerance (so a runtime that skips one cannot pass).
- * usage: test_golden FIXTURES_DIR [FIXTURE_NAME]
+ *    sequence misses the tolerance (so a runtime that skips one cannot pass);
+ *  - Vulkan only: with both fake-quant steps off (the continuous path), Vulkan against the CPU
+ *    reference within TOL_LOGPROB at every position of every sequence.
+ * usage: test_golden FIXTURES_DIR [--backend cpu|vulkan] [FIXTURE_NAME]
+ * Exit: 0 pass, 1 fail, 2 bad usage, 77 (vulkan) no Vulkan device.
  */
 #include <dirent.h>
 #include <math.h>
@@ -25,10 +30,9 @@
 #include "common/json.h"
 #include "common/status.h"
 #include "common/timer.h"
-#include "engine/model/config.h"
-#include "engine/ref/ref.h"
-#include "engine/ref/v4_internal.h" /* ms_ref_v4_set_fake_quant: the ablation below */
-#include "storage/safetensors.h"
+#include "engine/engine.h"
+#include "engine/vk/vk.h" /* the device probe: SKIP without one */
+#include "tools/env.h"
 
 #include "tests/check.h"
 
@@ -40,9 +44,43 @@
 #define TOL_LOGPROB 1e-4
 /* Top-1 must agree wherever the golden top-1/top-2 gap exceeds the logprob tolerance twice over. */
 #define TOL_TOP1_MARGIN (2 * TOL_LOGPROB)
+/* Vulkan, one prompt fed in different splits: F32 rounding of different kernels only. */
+#define TOL_SPLIT 1e-4
 
+static ms_backend g_backend = MS_BACKEND_CPU;
 
-static const ms_st_tensor *get_tensor(void *ctx, const char *name) { return ms_st_find(ctx, name); }
+/* An engine on fixture dir with the given fake-quant steps switched off; NULL (with a FAIL) if it
+ * cannot be opened. */
+static ms_engine *open_engine(const char *dir, ms_backend backend, bool no_kv, bool no_index) {
+    ms_engine_opts o = ms_engine_opts_default();
+    char err[4096] = "";
+    o.backend = backend;
+    o.no_fq_kv = no_kv;
+    o.no_fq_index = no_index;
+    int rc = ms_env_vk_opts(&o.vk, err, sizeof err);
+    ms_engine *e = NULL;
+    if (!rc) rc = ms_engine_open(dir, &o, &e, err, sizeof err);
+    CHECK(rc == 0, "open %s (%s): %s", dir, ms_backend_name(backend), err);
+    return rc ? NULL : e;
+}
+
+/* Feeds tokens[n] from the start of a fresh session in calls of `chunk` tokens, every row into
+ * logits [n][vocab]. */
+static int feed_all(ms_session *s, const uint32_t *tokens, uint32_t n, uint32_t chunk, float *logits,
+                    uint32_t vocab) {
+    ms_session_reset(s);
+    int rc = 0;
+    for (uint32_t p = 0; p < n && !rc; p += chunk) {
+        uint32_t len = n - p < chunk ? n - p : chunk;
+        rc = ms_session_feed(s, tokens + p, len, logits + (size_t)p * vocab);
+    }
+    return rc;
+}
+
+/* max over positions and ids of |log_softmax(a) - log_softmax(b)| */
+static double max_dlogprob(const float *a, const float *b, uint32_t n, uint32_t vocab, double *la,
+                           double *lb, uint32_t *worst);
+
 
 static char *read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -92,8 +130,25 @@ static uint32_t argmax(const float *v, uint32_t n) {
 
 #define MAX_SEQ 4096
 
+static double max_dlogprob(const float *a, const float *b, uint32_t n, uint32_t vocab, double *la,
+                           double *lb, uint32_t *worst) {
+    double m = 0;
+    for (uint32_t p = 0; p < n; p++) {
+        log_softmax(a + (size_t)p * vocab, vocab, la);
+        log_softmax(b + (size_t)p * vocab, vocab, lb);
+        for (uint32_t v = 0; v < vocab; v++) {
+            double d = fabs(la[v] - lb[v]);
+            if (!(d <= m)) {
+                m = d;
+                if (worst) *worst = p;
+            }
+        }
+    }
+    return m;
+}
+
 /* One golden sequence: full pass vs golden rows, then chunked and token-by-token vs full. */
-static double check_sequence(const char *dir, ms_ref_session *s, uint32_t vocab, const ms_json *seq,
+static double check_sequence(const char *dir, ms_session *s, uint32_t vocab, const ms_json *seq,
                              int ablation) {
     static uint32_t tokens[MAX_SEQ];
     const char *name = "?", *file = NULL;
@@ -114,9 +169,8 @@ static double check_sequence(const char *dir, ms_ref_session *s, uint32_t vocab,
     double max_d = NAN;
     if (!golden || glen != (size_t)n * vocab * 4 || !logits || !chunked || !lp) goto out;
 
-    ms_ref_session_reset(s);
     uint64_t t0 = ms_time_ns();
-    int rc = ms_ref_session_forward(s, tokens, n, logits);
+    int rc = feed_all(s, tokens, n, n, logits, vocab);
     double secs = ms_elapsed_ms(t0) * 1e-3;
     CHECK(rc == 0, "forward: %s", ms_strerror(rc));
     if (rc) goto out;
@@ -149,16 +203,21 @@ static double check_sequence(const char *dir, ms_ref_session *s, uint32_t vocab,
 
     static const uint32_t chunks[] = {1, 37, 128};
     for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
-        ms_ref_session_reset(s);
-        rc = 0;
-        for (uint32_t p = 0; p < n && !rc; p += chunks[c]) {
-            uint32_t len = n - p < chunks[c] ? n - p : chunks[c];
-            rc = ms_ref_session_forward(s, tokens + p, len, chunked + (size_t)p * vocab);
-        }
+        rc = feed_all(s, tokens, n, chunks[c], chunked, vocab);
         int same = rc == 0 && memcmp(chunked, logits, (size_t)n * vocab * 4) == 0;
-        printf("  %-6s prefill in chunks of %3u: %s\n", name, chunks[c],
-               same ? "bit-identical to the full pass" : "DIFFERS");
-        CHECK(same, "sequence '%s': chunk %u differs from the full pass (rc %d)", name, chunks[c], rc);
+        if (g_backend == MS_BACKEND_CPU) {
+            printf("  %-6s prefill in chunks of %3u: %s\n", name, chunks[c],
+                   same ? "bit-identical to the full pass" : "DIFFERS");
+            CHECK(same, "sequence '%s': chunk %u differs from the full pass (rc %d)", name, chunks[c], rc);
+        } else {
+            double *lb = ms_malloc((size_t)vocab * sizeof *lb);
+            double d = rc == 0 && lb ? max_dlogprob(chunked, logits, n, vocab, lp, lb, NULL) : NAN;
+            ms_free(lb);
+            printf("  %-6s prefill in chunks of %3u: %s, max |dlogprob| %.2e against the full pass (tol %.0e)\n",
+                   name, chunks[c], same ? "bit-identical" : "not bit-identical", d, TOL_SPLIT);
+            CHECK(d <= TOL_SPLIT, "sequence '%s': chunk %u: %.3e from the full pass (rc %d)", name,
+                  chunks[c], d, rc);
+        }
     }
 out:
     ms_free(golden);
@@ -168,7 +227,7 @@ out:
     return max_d;
 }
 
-static void check_greedy(ms_ref_session *s, uint32_t vocab, const ms_json *greedy) {
+static void check_greedy(ms_session *s, uint32_t vocab, const ms_json *greedy) {
     uint32_t prompt[MAX_SEQ], want[256], got[256];
     uint32_t np = json_tokens(ms_json_get(greedy, "prompt"), prompt, MAX_SEQ);
     uint32_t nc = json_tokens(ms_json_get(greedy, "continuation"), want, 256);
@@ -178,12 +237,11 @@ static void check_greedy(ms_ref_session *s, uint32_t vocab, const ms_json *greed
         ms_free(logits);
         return;
     }
-    ms_ref_session_reset(s);
-    int rc = ms_ref_session_forward(s, prompt, np, logits);
+    int rc = feed_all(s, prompt, np, np, logits, vocab);
     uint32_t next = argmax(logits + (size_t)(np - 1) * vocab, vocab);
     for (uint32_t i = 0; i < nc && !rc; i++) {
         got[i] = next;
-        rc = ms_ref_session_forward(s, &got[i], 1, logits);
+        rc = ms_session_feed(s, &got[i], 1, logits);
         next = argmax(logits, vocab);
     }
     int same = rc == 0 && memcmp(got, want, nc * sizeof *got) == 0;
@@ -192,26 +250,52 @@ static void check_greedy(ms_ref_session *s, uint32_t vocab, const ms_json *greed
     ms_free(logits);
 }
 
+/* Vulkan only: both fake-quant steps off on both backends; every sequence within TOL_LOGPROB. */
+static void check_continuous(const char *dir, uint32_t vocab, const ms_json *seqs) {
+    ms_engine *cpu = open_engine(dir, MS_BACKEND_CPU, true, true);
+    ms_engine *gpu = open_engine(dir, MS_BACKEND_VULKAN, true, true);
+    ms_session *sc = NULL, *sg = NULL;
+    if (cpu) CHECK(ms_session_create(cpu, MAX_SEQ, &sc) == 0, "session");
+    if (gpu) CHECK(ms_session_create(gpu, MAX_SEQ, &sg) == 0, "session");
+    static uint32_t tokens[MAX_SEQ];
+    for (uint32_t i = 0; sc && sg && i < ms_json_len(seqs); i++) {
+        const ms_json *seq = ms_json_at(seqs, i);
+        const char *name = "?";
+        ms_json_get_str(seq, "name", &name, NULL, 0);
+        uint32_t n = json_tokens(ms_json_get(seq, "tokens"), tokens, MAX_SEQ);
+        float *a = ms_malloc((size_t)n * vocab * 4), *b = ms_malloc((size_t)n * vocab * 4);
+        double *la = ms_malloc((size_t)vocab * sizeof *la), *lb = ms_malloc((size_t)vocab * sizeof *lb);
+        int rc = n && a && b && la && lb ? 0 : -MS_E_NOMEM;
+        if (!rc) rc = feed_all(sc, tokens, n, n, a, vocab);
+        if (!rc) rc = feed_all(sg, tokens, n, n, b, vocab);
+        uint32_t worst = 0;
+        double d = rc ? NAN : max_dlogprob(b, a, n, vocab, la, lb, &worst);
+        printf("  %-6s without fake-quant, vulkan against cpu: max |dlogprob| %.2e at position %u "
+               "(tol %.0e)\n", name, d, worst, TOL_LOGPROB);
+        CHECK(d <= TOL_LOGPROB, "sequence '%s': continuous path %.3e from the CPU reference (rc %d)",
+              name, d, rc);
+        ms_free(a);
+        ms_free(b);
+        ms_free(la);
+        ms_free(lb);
+    }
+    ms_session_free(sc);
+    ms_session_free(sg);
+    ms_engine_close(cpu);
+    ms_engine_close(gpu);
+}
+
 static void check_fixture(const char *root, const char *name) {
-    char dir[768], path[1024], err[4096] = "";
+    char dir[768], path[1024];
     snprintf(dir, sizeof dir, "%s/%s", root, name);
-    printf("fixture %s\n", name);
-    ms_v4_config cfg;
-    ms_st *st = NULL;
-    ms_ref_model *m = NULL;
-    ms_ref_session *s = NULL;
+    printf("fixture %s (%s)\n", name, ms_backend_name(g_backend));
+    ms_engine *e = open_engine(dir, g_backend, false, false);
+    ms_session *s = NULL;
     ms_json_doc *doc = NULL;
     char *json = NULL;
-    int rc = ms_v4_config_load(dir, &cfg, err, sizeof err);
-    CHECK(rc == 0, "config: %s", err);
-    if (!rc) rc = ms_st_open(dir, &st, err, sizeof err);
-    CHECK(rc == 0, "safetensors: %s", err);
-    if (!rc) rc = ms_v4_check_tensors(&cfg, st, err, sizeof err);
-    CHECK(rc == 0, "tensor check: %s", err);
-    if (!rc) rc = ms_ref_model_create(&cfg, get_tensor, st, &m, err, sizeof err);
-    CHECK(rc == 0, "model: %s", err);
-    if (!rc) rc = ms_ref_session_create(m, MAX_SEQ, &s);
+    int rc = e ? ms_session_create(e, MAX_SEQ, &s) : -MS_E_INVALID_ARG;
     CHECK(rc == 0, "session: %s", ms_strerror(rc));
+    uint32_t vocab = e ? ms_engine_config(e)->vocab_size : 0;
     size_t len = 0;
     snprintf(path, sizeof path, "%s/golden.json", dir);
     if (!rc) json = read_file(path, &len);
@@ -222,22 +306,26 @@ static void check_fixture(const char *root, const char *name) {
         const ms_json *top = ms_json_root(doc), *seqs = ms_json_get(top, "sequences");
         CHECK(ms_json_len(seqs) > 0, "%s: no sequences", path);
         for (uint32_t i = 0; i < ms_json_len(seqs); i++)
-            check_sequence(dir, s, cfg.vocab_size, ms_json_at(seqs, i), 0);
-        check_greedy(s, cfg.vocab_size, ms_json_get(top, "greedy"));
+            check_sequence(dir, s, vocab, ms_json_at(seqs, i), 0);
+        check_greedy(s, vocab, ms_json_get(top, "greedy"));
         for (int off = 0; off < 2; off++) {
-            ms_ref_v4_set_fake_quant(m, off != 0, off == 0);
-            double d = check_sequence(dir, s, cfg.vocab_size, ms_json_at(seqs, 0), 1);
-            printf("  without the %s fake-quant: max |dlogprob| %.2e (must exceed %.0e)\n",
-                   off == 0 ? "KV e4m3" : "indexer FP4", d, TOL_LOGPROB);
-            CHECK(d > TOL_LOGPROB, "switching off a fake-quant step went unnoticed");
+            ms_engine *ea = open_engine(dir, g_backend, off == 0, off != 0);
+            ms_session *sa = NULL;
+            if (ea && ms_session_create(ea, MAX_SEQ, &sa) == 0) {
+                double d = check_sequence(dir, sa, vocab, ms_json_at(seqs, 0), 1);
+                printf("  without the %s fake-quant: max |dlogprob| %.2e (must exceed %.0e)\n",
+                       off == 0 ? "KV e4m3" : "indexer FP4", d, TOL_LOGPROB);
+                CHECK(d > TOL_LOGPROB, "switching off a fake-quant step went unnoticed");
+            }
+            ms_session_free(sa);
+            ms_engine_close(ea);
         }
-        ms_ref_v4_set_fake_quant(m, true, true);
+        if (g_backend == MS_BACKEND_VULKAN) check_continuous(dir, vocab, seqs);
     }
     ms_json_free(doc);
     ms_free(json);
-    ms_ref_session_free(s);
-    ms_ref_model_free(m);
-    ms_st_close(st);
+    ms_session_free(s);
+    ms_engine_close(e);
 }
 
 static int cmp_str(const void *a, const void *b) {
@@ -245,13 +333,34 @@ static int cmp_str(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
+    const char *only = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--backend") && i + 1 < argc &&
+            ms_backend_from_name(argv[i + 1], &g_backend) == 0 && g_backend != MS_BACKEND_AUTO)
+            i++;
+        else if (argv[i][0] != '-' && !only)
+            only = argv[i];
+        else
+            argc = 0; /* bad usage */
+    }
     if (argc < 2) {
-        fprintf(stderr, "usage: test_golden FIXTURES_DIR [FIXTURE_NAME]\n");
+        fprintf(stderr, "usage: test_golden FIXTURES_DIR [--backend cpu|vulkan] [FIXTURE_NAME]\n");
         return 2;
     }
+    if (g_backend == MS_BACKEND_VULKAN) {
+        ms_vk_caps *caps = NULL;
+        uint32_t n = 0;
+        char err[256];
+        int rc = ms_vk_enumerate(&caps, &n, err, sizeof err);
+        ms_free(caps);
+        if (rc || n == 0) {
+            printf("SKIP: no Vulkan device (%s)\n", rc ? err : "none found");
+            return 77;
+        }
+    }
     int n_fixtures = 0;
-    if (argc > 2) {
-        check_fixture(argv[1], argv[2]);
+    if (only) {
+        check_fixture(argv[1], only);
         n_fixtures = 1;
     } else {
         DIR *d = opendir(argv[1]);

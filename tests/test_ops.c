@@ -858,31 +858,6 @@ static int time_cmd(ms_vk_cmd *cmd, int reps, double *med_ns) {
     return 0;
 }
 
-/* Device-to-device copy bandwidth (bytes read + written per second), the practical ceiling. */
-static int perf_copy(ms_vk *vk, ms_vk_cmd *cmd, uint64_t bytes, int reps, double *gbs) {
-    ms_vk_buf a = {0}, b = {0};
-    int rc = ms_vk_buf_alloc(vk, MS_VK_MEM_DEVICE, bytes, &a);
-    if (!rc) rc = ms_vk_buf_alloc(vk, MS_VK_MEM_DEVICE, bytes, &b);
-    uint32_t i0, i1;
-    if (!rc) rc = ms_vk_cmd_begin(cmd);
-    if (!rc) {
-        ms_vk_cmd_fill(cmd, ms_vk_buf_range(&a, 0, bytes), 0x3f800000u);
-        ms_vk_cmd_barrier(cmd);
-        rc = ms_vk_cmd_timestamp(cmd, &i0);
-    }
-    if (!rc) {
-        ms_vk_cmd_copy(cmd, ms_vk_buf_range(&a, 0, bytes), ms_vk_buf_range(&b, 0, bytes));
-        rc = ms_vk_cmd_timestamp(cmd, &i1);
-    }
-    if (!rc) rc = ms_vk_cmd_end(cmd);
-    double ns = 0;
-    if (!rc) rc = time_cmd(cmd, reps, &ns);
-    if (!rc) *gbs = 2.0 * (double)bytes / ns;
-    ms_vk_buf_free(vk, &a);
-    ms_vk_buf_free(vk, &b);
-    return rc;
-}
-
 static int perf_gemv(ms_vk *vk, ms_vk_cmd *cmd, ms_wenc enc, uint32_t m, uint32_t k, uint32_t n,
                      const perf_opts *po, double peak) {
     void *wd = NULL;
@@ -992,7 +967,7 @@ static int perf_dispatch(ms_vk *vk, ms_vk_cmd *cmd, int reps) {
 static int run_perf(ms_vk *vk, ms_vk_cmd *cmd, const perf_opts *po, const char *only) {
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     double copy_gbs = 0;
-    int rc = perf_copy(vk, cmd, 1ull << 30, po->reps, &copy_gbs);
+    int rc = ms_vk_measure_copy(vk, 1ull << 30, po->reps, &copy_gbs);
     if (rc) {
         printf("perf: copy measurement failed: %s\n", ms_strerror(rc));
         return rc;

@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/vk/vk.h"
+#include "engine/vk/vk_opts.h"
 #include "storage/store.h"
 
 /* The text above, for --help. */

@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "engine/engine.h"
 #include "tools/cli.h"
+#include "tools/env.h"
 
 int ms_cmd_logits(int argc, char **argv);
 
@@ -38,7 +39,9 @@ static void usage(FILE *f) {
             "  --top K             top entries per position (default 5; at most the vocabulary)\n"
             "  --all-positions     every position, not only the last\n"
             "  --chunk N           prefill N tokens per call (default: all in one call)\n"
-            "  --backend B         auto (default), cpu (the reference) or vulkan\n"
+            "  --backend B         auto (default: vulkan when a GPU is present, else cpu),\n"
+            "                      cpu (the reference, exact and slow) or vulkan (any Vulkan\n"
+            "                      device, also a CPU one such as lavapipe; MOESTREAM_DEVICE)\n"
             "  --no-fake-quant     skip the two official fake-quant steps (e4m3 KV latent, FP4\n"
             "                      indexer q/k): for diagnosis only, the output is then NOT the\n"
             "                      model's\n"
@@ -225,7 +228,7 @@ int ms_cmd_logits(int argc, char **argv) {
                 return bad_usage("--backend takes auto, cpu or vulkan, got '%s'",
                                  i < argc ? argv[i] : "");
         } else if (!strcmp(a, "--no-fake-quant")) {
-            eo.no_fake_quant = true;
+            eo.no_fq_kv = eo.no_fq_index = true;
         } else {
             return bad_usage("unknown option '%s'", a);
         }
@@ -235,6 +238,10 @@ int ms_cmd_logits(int argc, char **argv) {
     if (tok_arg && tok_file) return bad_usage("%s", "give --tokens or --tokens-file, not both");
 
     char msg[512];
+    if (ms_env_vk_opts(&eo.vk, msg, sizeof msg) != 0) {
+        fprintf(stderr, "moestream logits: %s\n", msg);
+        return 2;
+    }
     uint32_t *tokens = NULL, n = 0;
     if (tok_file) {
         char *text = NULL;

@@ -19,6 +19,7 @@
 int ms_cmd_doctor(int argc, char **argv); /* tools/doctor.c */
 int ms_cmd_logits(int argc, char **argv); /* tools/logits.c */
 int ms_cmd_synth(int argc, char **argv);  /* tools/cmd_synth.c */
+int ms_cmd_bench(int argc, char **argv);  /* tools/bench.c */
 
 typedef int (*cmd_fn)(int argc, char **argv);
 static int run(int argc, char **argv);
@@ -29,7 +30,8 @@ static const struct {
     const char *summary;
 } commands[] = {
     {"doctor", ms_cmd_doctor, "check this machine: Vulkan devices, io_uring, O_DIRECT, RAM"},
-    {"logits", ms_cmd_logits, "CPU reference logits of a token list as JSON (correctness hook)"},
+    {"logits", ms_cmd_logits, "logits of a token list as JSON (correctness hook; cpu or vulkan)"},
+    {"bench", ms_cmd_bench, "prefill and decode speed at chosen context depths (CSV)"},
     {"synth", ms_cmd_synth, "write a synthetic V4 checkpoint (random weights, real dimensions)"},
 };
 

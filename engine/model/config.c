@@ -969,3 +969,29 @@ int ms_v4_check_tensors(const ms_v4_config *cfg, const ms_st *st, char *err, siz
     plist_finish(&pl);
     return pl.n ? -MS_E_FORMAT : 0;
 }
+
+typedef struct bytes_acc {
+    const ms_v4_config *c;
+    uint64_t total, per_token;
+} bytes_acc;
+
+static int add_bytes(const ms_v4_tensor_spec *t, void *user) {
+    bytes_acc *a = user;
+    uint64_t b = t->shape[0] * (t->n_dims > 1 ? t->shape[1] : 1) * ms_st_dtype_size(t->dtype);
+    a->total += b;
+    ms_v4_role r = t->role;
+    if (r == MS_V4_ROLE_EX_W1 || r == MS_V4_ROLE_EX_W3 || r == MS_V4_ROLE_EX_W2)
+        a->per_token += b * a->c->n_active_experts / a->c->n_routed_experts; /* k of E per layer */
+    else if (r == MS_V4_ROLE_EMBED || r == MS_V4_ROLE_GATE_TID2EID)
+        a->per_token += b / a->c->vocab_size; /* one row */
+    else
+        a->per_token += b;
+    return 0;
+}
+
+void ms_v4_weight_bytes(const ms_v4_config *cfg, uint64_t *total, uint64_t *per_token) {
+    bytes_acc a = {cfg, 0, 0};
+    ms_v4_for_each_tensor(cfg, false, add_bytes, &a);
+    if (total) *total = a.total;
+    if (per_token) *per_token = a.per_token;
+}

@@ -136,4 +136,9 @@ int ms_v4_for_each_tensor(const ms_v4_config *cfg, bool with_mtp, ms_v4_tensor_f
  * tensor count; meant for tests and tools, not hot paths. */
 int ms_v4_expected_tensor(const ms_v4_config *cfg, const char *name, ms_v4_tensor_spec *out);
 
+/* Checkpoint bytes of the tensors the forward pass uses (MTP blocks excluded): *total, and
+ * *per_token, what one decoded token reads on average: everything, except one row of the
+ * embedding and of tid2eid, and of the routed experts n_active / n_routed of each layer's. */
+void ms_v4_weight_bytes(const ms_v4_config *cfg, uint64_t *total, uint64_t *per_token);
+
 #endif

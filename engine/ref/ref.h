@@ -152,6 +152,8 @@ void ms_ref_session_reset(ms_ref_session *s); /* back to position 0, state clear
  * the session is unchanged. */
 int ms_ref_session_forward(ms_ref_session *s, const uint32_t *tokens, uint32_t n, float *logits);
 uint32_t ms_ref_session_pos(const ms_ref_session *s);
+/* Bytes of KV state the session holds: window rings, compressor states and rows, indexer keys. */
+uint64_t ms_ref_session_kv_bytes(const ms_ref_session *s);
 
 /* Non-finite diagnosis. The forward pass stays faithful: a NaN or infinity (a 0xFF scale byte, an
  * overflowing config value) propagates to the logits and forward still returns 0. The session

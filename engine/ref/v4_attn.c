@@ -28,12 +28,6 @@ static void rms_unweighted(float *x, uint32_t n, double eps) {
     for (uint32_t i = 0; i < n; i++) x[i] *= inv;
 }
 
-static double dot(const float *a, const float *b, uint32_t n) {
-    double acc = 0;
-    for (uint32_t i = 0; i < n; i++) acc += (double)a[i] * b[i];
-    return acc;
-}
-
 /* Feeds token p to a compressor (V4_SPEC §3.4). a, g: [coff*d] the token's wkv and wgate outputs.
  * When p completes block j = p / r, pools the block into row[d] (per-channel softmax over the
  * slots), applies the learned RMSNorm and RoPE at the block's first position j*r, and returns

@@ -39,6 +39,24 @@ static void cmp_state_reset(v4_cmp_state *cs, const v4_compressor *c) {
     memset(cs->rows, 0, (size_t)cs->n_rows * c->d * sizeof(float));
 }
 
+static uint64_t cmp_state_bytes(const v4_cmp_state *cs, const v4_compressor *c) {
+    uint64_t slots = (uint64_t)c->coff * c->ratio * c->coff * c->d;
+    return (2 * slots + (uint64_t)cs->n_rows * c->d) * sizeof(float);
+}
+
+uint64_t ms_ref_session_kv_bytes(const ms_ref_session *s) {
+    const ms_v4_config *c = &s->m->cfg;
+    uint64_t b = 0;
+    for (uint32_t li = 0; li < c->n_layers; li++) {
+        const v4_layer *L = &s->m->layers[li];
+        const v4_layer_state *st = &s->layers[li];
+        b += (uint64_t)s->ring_len * c->head_dim * sizeof(float);
+        if (L->ratio) b += cmp_state_bytes(&st->cmp, &L->cmp);
+        if (L->ratio == 4) b += cmp_state_bytes(&st->idx, &L->idx_cmp);
+    }
+    return b;
+}
+
 void ms_ref_session_reset(ms_ref_session *s) {
     const ms_v4_config *c = &s->m->cfg;
     for (uint32_t li = 0; li < c->n_layers; li++) {

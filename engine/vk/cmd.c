@@ -114,6 +114,8 @@ int ms_vk_cmd_begin(ms_vk_cmd *c) {
     c->recording = c->recorded = false;
     c->err = 0;
     c->n_timestamps = 0;
+    c->n_dispatches = c->n_barriers = c->n_transfers = 0;
+    c->since_barrier = false;
     MS_VK_CHECK(vk, vkResetCommandBuffer(c->cb, 0));
     /* no ONE_TIME_SUBMIT: the buffer is replayed; no SIMULTANEOUS_USE: never pending twice */
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
@@ -225,7 +227,11 @@ int ms_vk_cmd_dispatch(ms_vk_cmd *c, ms_vk_pipeline *p, const ms_vk_range *bindi
     vkCmdBindPipeline(c->cb, VK_PIPELINE_BIND_POINT_COMPUTE, p->pipeline);
     if (push_size)
         vkCmdPushConstants(c->cb, p->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, push_size, push);
-    if (gx && gy && gz) vkCmdDispatch(c->cb, gx, gy, gz);
+    if (gx && gy && gz) {
+        vkCmdDispatch(c->cb, gx, gy, gz);
+        c->n_dispatches++;
+        c->since_barrier = true;
+    }
     return 0;
 }
 
@@ -247,6 +253,9 @@ void ms_vk_cmd_barrier(ms_vk_cmd *c) {
         (void)not_recording(c, "ms_vk_cmd_barrier");
         return;
     }
+    if (!c->since_barrier) return; /* nothing recorded since the last one: no new hazard */
+    c->since_barrier = false;
+    c->n_barriers++;
     memory_barrier(c,
                    VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
                        VK_ACCESS_TRANSFER_WRITE_BIT,
@@ -268,6 +277,8 @@ void ms_vk_cmd_copy(ms_vk_cmd *c, ms_vk_range src, ms_vk_range dst) {
     }
     VkBufferCopy region = {src.offset, dst.offset, n};
     vkCmdCopyBuffer(c->cb, src.buffer, dst.buffer, 1, &region);
+    c->n_transfers++;
+    c->since_barrier = true;
 }
 
 void ms_vk_cmd_fill(ms_vk_cmd *c, ms_vk_range dst, uint32_t value) {
@@ -283,6 +294,8 @@ void ms_vk_cmd_fill(ms_vk_cmd *c, ms_vk_range dst, uint32_t value) {
         return;
     }
     vkCmdFillBuffer(c->cb, dst.buffer, dst.offset, dst.size, value);
+    c->n_transfers++;
+    c->since_barrier = true;
 }
 
 int ms_vk_cmd_timestamp(ms_vk_cmd *c, uint32_t *index_out) {
@@ -421,4 +434,10 @@ int ms_vk_cmd_timestamps(ms_vk_cmd *c, double *ns, uint32_t n) {
         for (uint32_t j = 0; j < k; j++) ns[i + j] = (double)((raw[j] - t0) & mask) * period;
     }
     return 0;
+}
+
+void ms_vk_cmd_get_counts(const ms_vk_cmd *c, ms_vk_cmd_counts *out) {
+    out->dispatches = c->n_dispatches;
+    out->barriers = c->n_barriers;
+    out->transfers = c->n_transfers;
 }

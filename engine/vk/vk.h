@@ -26,6 +26,7 @@
 #include <vulkan/vulkan.h>
 
 #include "engine/model/weights.h" /* ms_wenc, ms_weight_view: the checkpoint encodings */
+#include "engine/vk/vk_opts.h"
 
 /* ---------------------------------------------------------------- capabilities */
 
@@ -106,24 +107,6 @@ const char *ms_vk_vendor_name(uint32_t vendor_id);
 /* ---------------------------------------------------------------- device */
 
 typedef struct ms_vk ms_vk;
-
-/* Options; this library reads no environment variables (programs map them onto these: see
- * tools/env.h). */
-typedef struct ms_vk_opts {
-    int32_t device_index;    /* -1: the best (discrete > integrated > virtual > cpu); start from
-                              * ms_vk_opts_default, since 0 after zeroing means device 0 */
-    bool validation;         /* enable VK_LAYER_KHRONOS_validation (error if absent and required) */
-    bool validation_required;/* fail ms_vk_open when the layer is missing */
-    const char *cache_dir;   /* directory of the on-disk pipeline cache (created if missing);
-                              * NULL: no cache on disk. Copied by ms_vk_open */
-    /* kill switches for fast paths (each has a plain fallback) */
-    bool disable_push_descriptor;    /* descriptor pools instead of VK_KHR_push_descriptor */
-    bool disable_timeline_semaphore; /* fences instead of one timeline semaphore */
-    bool disable_tiled_gemv;         /* gemv_<enc> where the tune would pick gemv_tiled_<enc> */
-} ms_vk_opts;
-
-/* All defaults: device_index -1, everything else off, no on-disk cache. */
-ms_vk_opts ms_vk_opts_default(void);
 
 int ms_vk_open(ms_vk **out, const ms_vk_opts *opts);
 void ms_vk_close(ms_vk *vk); /* saves the pipeline cache; frees everything; NULL ok */
@@ -218,8 +201,19 @@ int ms_vk_cmd_end(ms_vk_cmd *c);
 int ms_vk_cmd_submit(ms_vk_cmd *c);                    /* signals the next timeline value */
 int ms_vk_cmd_wait(ms_vk_cmd *c, uint64_t timeout_ns); /* -MS_E_TIMEOUT on timeout */
 int ms_vk_cmd_run(ms_vk_cmd *c);                       /* submit + wait (no timeout) */
+/* What the current (or last) recording holds; a barrier with nothing recorded since the previous
+ * one is dropped and not counted. */
+typedef struct ms_vk_cmd_counts {
+    uint32_t dispatches, barriers, transfers;
+} ms_vk_cmd_counts;
+void ms_vk_cmd_get_counts(const ms_vk_cmd *c, ms_vk_cmd_counts *out);
 /* Timestamps written in the last completed run, in ns relative to the first one. */
 int ms_vk_cmd_timestamps(ms_vk_cmd *c, double *ns, uint32_t n);
+
+/* Device-local copy bandwidth: bytes read + written per second (GB/s) of a bytes-sized buffer
+ * copy, median of reps timed runs after a 300 ms warm-up; the practical ceiling of a kernel that
+ * streams memory. Takes 2 x bytes of device memory while it runs. */
+int ms_vk_measure_copy(ms_vk *vk, uint64_t bytes, int reps, double *gbs);
 
 /* ---------------------------------------------------------------- weights and op recorders */
 

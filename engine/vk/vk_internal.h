@@ -113,6 +113,8 @@ struct ms_vk_cmd {
     uint64_t last_value;      /* timeline value of the last submit */
     bool recording, recorded, pending, ran;
     int err; /* sticky recording error from the void recorders, returned by end */
+    uint32_t n_dispatches, n_barriers, n_transfers; /* in the current recording */
+    bool since_barrier; /* work recorded since the last barrier (else a barrier is a no-op) */
 };
 
 /* memory.c */

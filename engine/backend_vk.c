@@ -1,0 +1,801 @@
+/* engine/backend_vk.c — the Vulkan forward pass behind engine.h (V4_SPEC §3).
+ *
+ * Weights: the CPU reference's binder (ms_ref_model_create) checks every tensor against the V4
+ * tensor table and hands back borrowed views; this backend uploads each view once into
+ * device-local memory (every weight resident; streaming is the cache's job later). Routed experts
+ * go into one pool buffer per layer as fixed-size records (ms_vk_expert_layout) addressed through
+ * a slot table (expert id -> record), the shared expert into a one-record pool of its own.
+ *
+ * Sessions own their whole KV state in device memory: per layer the window ring (ring_len =
+ * min(window + MS_VK_BATCH - 1, max_tokens) rows, so a batch's own rows never overwrite rows its
+ * earlier queries see), the compressor states and emitted rows, the indexer keys. A forward call
+ * runs batches of up to MS_VK_BATCH tokens; each batch size has one command buffer, recorded the
+ * first time and replayed after: everything that changes per batch (position, token ids, RoPE
+ * tables) sits in a small step buffer that the recording copies from host memory first.
+ *
+ * Numerics: F32 everywhere with F32 accumulation (the reference accumulates in double); the
+ * same two fake-quant steps (e4m3 KV latent, FP4 indexer q/k), each off with its no_fq_* option.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "engine/engine_internal.h"
+#include "engine/ref/ref.h"
+#include "engine/ref/v4_internal.h" /* the bound views of the reference's model */
+#include "engine/vk/vk.h"
+
+#define MS_VK_BATCH 8u /* tokens per recorded forward: the GEMV kernels take 1..8 columns */
+#define MAX_RATIOS 4u  /* distinct compression ratios with a RoPE table of their own */
+
+typedef struct vk_cmp {
+    ms_vk_weight wkv, wgate;
+    ms_vk_buf ape, norm;
+    uint32_t ratio, coff, d;
+} vk_cmp;
+
+typedef struct vk_layer {
+    uint32_t ratio;
+    uint32_t cs_ratio_slot; /* which per-ratio RoPE table (ratio != 0) */
+    ms_vk_weight hc_attn_fn, hc_ffn_fn;
+    ms_vk_buf hc_attn_base, hc_attn_scale, hc_ffn_base, hc_ffn_scale, attn_norm, ffn_norm;
+    ms_vk_weight wq_a, wq_b, wkv, wo_b;
+    ms_vk_weight *wo_a;     /* [o_groups] the group's rows, or [1] the whole matrix (wo_a_full) */
+    bool wo_a_full;
+    ms_vk_buf q_norm, kv_norm, sink;
+    vk_cmp cmp, idx_cmp;
+    ms_vk_weight idx_wq_b, idx_wproj;
+    ms_vk_weight gate;
+    ms_vk_buf gate_bias, tid2eid; /* bias on score-routed layers, tid2eid on hash layers */
+    ms_vk_expert_layout ex_layout, sh_layout;
+    ms_vk_buf pool, slots, sh_pool;
+} vk_layer;
+
+typedef struct vk_model {
+    ms_vk *vk;
+    ms_ref_model *ref; /* borrowed views into the checkpoint, used while uploading */
+    vk_layer *layers;
+    ms_vk_buf embed, norm, hc_head_base, hc_head_scale;
+    ms_vk_weight hc_head_fn, head;
+    ms_vk_buf sh_slots, zero_idx, ones; /* the shared expert's slot table [1], idx [B] 0, rw [B] 1 */
+    uint32_t ratios[MAX_RATIOS], n_ratios;
+    bool fq_kv, fq_idx; /* the two fake-quant steps */
+    float idx_w_scale;
+} vk_model;
+
+/* Device buffers of one session. */
+typedef struct vk_layer_state {
+    ms_vk_buf ring, cmp_kv, cmp_score, cmp_rows, idx_kv, idx_score, idx_rows;
+    uint32_t cmp_n_rows, idx_n_rows;
+} vk_layer_state;
+
+typedef struct vk_step_layout {
+    uint64_t pos, tokens, cs_base, cs_cmp, cs_ratio[MAX_RATIOS], bytes;
+} vk_step_layout;
+
+typedef struct vk_session {
+    vk_model *M;
+    uint32_t ring_len;
+    vk_layer_state *ls;
+    vk_step_layout sl;
+    ms_vk_buf step_host, step;    /* STAGING (written per batch) and its device copy */
+    ms_vk_buf h[2], x, y, ysh, zeros, mix, post, comb, qr, q, kv, o, u, u_full, ca, cg, ia, ig, qi,
+        wi, idx_scratch, sel, att_scratch, glog, route, rw, act, sh_act, hfin, logits, logits_host;
+    ms_vk_cmd *cmd[MS_VK_BATCH + 1]; /* per batch size: recorded once, replayed */
+    bool recorded[MS_VK_BATCH + 1];
+    float *cs_tmp;                   /* [rope_dim] one host RoPE row */
+    /* counts of the one-token recording: the layers together, and everything */
+    uint32_t layer_dispatches, layer_barriers, total_dispatches;
+} vk_session;
+
+/* ------------------------------------------------------------------ helpers */
+
+static ms_vk_range whole(const ms_vk_buf *b) { return ms_vk_buf_range(b, 0, b->size); }
+
+static int buf_new(ms_vk *vk, ms_vk_mem kind, uint64_t bytes, ms_vk_buf *out) {
+    return ms_vk_buf_alloc(vk, kind, bytes ? bytes : 16, out);
+}
+
+static int buf_up(ms_vk *vk, const void *src, uint64_t bytes, ms_vk_buf *out) {
+    int rc = buf_new(vk, MS_VK_MEM_DEVICE, bytes, out);
+    return rc ? rc : ms_vk_upload(vk, out, 0, src, bytes);
+}
+
+static int w_up(ms_vk *vk, const ms_weight_view *v, ms_vk_weight *out) {
+    return ms_vk_weight_upload(vk, v, 0, out);
+}
+
+static ms_weight_view f32_view(const void *data, uint32_t m, uint32_t k) {
+    ms_weight_view v = {MS_WENC_F32, m, k, data, NULL};
+    return v;
+}
+
+/* Rows [r0, r0 + m) of an FP8 weight; r0 a multiple of 128 (one scale row per 128 rows). */
+static ms_weight_view fp8_rows(const ms_weight_view *w, uint32_t r0, uint32_t m) {
+    ms_weight_view v = *w;
+    v.m = m;
+    v.data = (const uint8_t *)w->data + (size_t)r0 * w->k;
+    v.scale = w->scale + (size_t)(r0 / 128) * ((w->k + 127) / 128);
+    return v;
+}
+
+/* ------------------------------------------------------------------ model */
+
+static int up_cmp(ms_vk *vk, const v4_compressor *c, vk_cmp *out) {
+    out->ratio = c->ratio;
+    out->coff = c->coff;
+    out->d = c->d;
+    int rc = w_up(vk, &c->wkv, &out->wkv);
+    if (!rc) rc = w_up(vk, &c->wgate, &out->wgate);
+    if (!rc) rc = buf_up(vk, c->ape, (uint64_t)c->ratio * c->coff * c->d * 4, &out->ape);
+    if (!rc) rc = buf_up(vk, c->norm, (uint64_t)c->d * 2, &out->norm);
+    return rc;
+}
+
+static void free_cmp(ms_vk *vk, vk_cmp *c) {
+    ms_vk_weight_free(vk, &c->wkv);
+    ms_vk_weight_free(vk, &c->wgate);
+    ms_vk_buf_free(vk, &c->ape);
+    ms_vk_buf_free(vk, &c->norm);
+}
+
+/* The routed experts of layer li into one pool of records, identity slot table. */
+static int up_experts(vk_model *M, uint32_t li, char *err, size_t err_len) {
+    const ms_v4_config *c = &M->ref->cfg;
+    const v4_layer *RL = &M->ref->layers[li];
+    vk_layer *L = &M->layers[li];
+    const ms_vk_caps *caps = ms_vk_get_caps(M->vk);
+    uint32_t E = c->n_routed_experts;
+    int rc = ms_vk_expert_layout_make(RL->ex[0].enc, c->dim, c->moe_inter_dim, &L->ex_layout);
+    if (rc)
+        return ms_errf(err, err_len, rc, "layer %u: routed experts in %s [%u x %u] are not supported "
+                       "by the Vulkan expert kernels", li, ms_wenc_name(RL->ex[0].enc),
+                       c->moe_inter_dim, c->dim);
+    uint64_t rb = L->ex_layout.record_bytes, total = rb * E;
+    if (total > caps->max_storage_buffer_range)
+        return ms_errf(err, err_len, -MS_E_UNSUPPORTED,
+                       "layer %u: its %u experts take %.2f GiB, more than this device binds at once "
+                       "(%.2f GiB); use fewer experts or the CPU backend (expert streaming, which "
+                       "splits the pool, comes later)",
+                       li, E, (double)total / (1 << 30),
+                       (double)caps->max_storage_buffer_range / (1 << 30));
+    uint8_t *rec = ms_malloc(rb);
+    uint32_t *slot = ms_malloc((size_t)E * 4);
+    rc = rec && slot ? buf_new(M->vk, MS_VK_MEM_DEVICE, total, &L->pool) : -MS_E_NOMEM;
+    for (uint32_t e = 0; !rc && e < E; e++) {
+        const ms_weight_view *w = RL->ex + (size_t)e * 3;
+        rc = ms_vk_expert_pack(&L->ex_layout, &w[0], &w[1], &w[2], rec);
+        if (!rc) rc = ms_vk_upload(M->vk, &L->pool, (uint64_t)e * rb, rec, rb);
+        slot[e] = e;
+    }
+    if (!rc) rc = buf_up(M->vk, slot, (uint64_t)E * 4, &L->slots);
+    /* the shared expert: a one-record pool of its own (FP8) */
+    uint32_t si = c->moe_inter_dim * c->n_shared_experts;
+    if (!rc) rc = ms_vk_expert_layout_make(RL->sh_w1.enc, c->dim, si, &L->sh_layout);
+    uint8_t *srec = !rc ? ms_malloc(L->sh_layout.record_bytes) : NULL;
+    if (!rc && !srec) rc = -MS_E_NOMEM;
+    if (!rc) rc = ms_vk_expert_pack(&L->sh_layout, &RL->sh_w1, &RL->sh_w3, &RL->sh_w2, srec);
+    if (!rc) rc = buf_up(M->vk, srec, L->sh_layout.record_bytes, &L->sh_pool);
+    ms_free(srec);
+    ms_free(rec);
+    ms_free(slot);
+    if (rc && err && err_len && !err[0])
+        snprintf(err, err_len, "layer %u: uploading the experts: %s", li, ms_strerror(rc));
+    return rc;
+}
+
+static int up_layer(vk_model *M, uint32_t li, char *err, size_t err_len) {
+    const ms_v4_config *c = &M->ref->cfg;
+    const v4_layer *RL = &M->ref->layers[li];
+    vk_layer *L = &M->layers[li];
+    ms_vk *vk = M->vk;
+    uint32_t hc = c->hc_mult, mix = (2 + hc) * hc, dim = c->dim;
+    L->ratio = RL->ratio;
+    for (uint32_t i = 0; i < M->n_ratios; i++)
+        if (M->ratios[i] == L->ratio) L->cs_ratio_slot = i;
+    ms_weight_view v = f32_view(RL->hc_attn_fn, mix, hc * dim);
+    int rc = w_up(vk, &v, &L->hc_attn_fn);
+    v = f32_view(RL->hc_ffn_fn, mix, hc * dim);
+    if (!rc) rc = w_up(vk, &v, &L->hc_ffn_fn);
+    if (!rc) rc = buf_up(vk, RL->hc_attn_base, (uint64_t)mix * 4, &L->hc_attn_base);
+    if (!rc) rc = buf_up(vk, RL->hc_attn_scale, 12, &L->hc_attn_scale);
+    if (!rc) rc = buf_up(vk, RL->hc_ffn_base, (uint64_t)mix * 4, &L->hc_ffn_base);
+    if (!rc) rc = buf_up(vk, RL->hc_ffn_scale, 12, &L->hc_ffn_scale);
+    if (!rc) rc = buf_up(vk, RL->attn_norm, (uint64_t)dim * 2, &L->attn_norm);
+    if (!rc) rc = buf_up(vk, RL->ffn_norm, (uint64_t)dim * 2, &L->ffn_norm);
+    if (!rc) rc = w_up(vk, &RL->wq_a, &L->wq_a);
+    if (!rc) rc = buf_up(vk, RL->q_norm, (uint64_t)c->q_lora_rank * 2, &L->q_norm);
+    if (!rc) rc = w_up(vk, &RL->wq_b, &L->wq_b);
+    if (!rc) rc = w_up(vk, &RL->wkv, &L->wkv);
+    if (!rc) rc = buf_up(vk, RL->kv_norm, (uint64_t)c->head_dim * 2, &L->kv_norm);
+    if (!rc) rc = w_up(vk, &RL->wo_b, &L->wo_b);
+    if (!rc) rc = buf_up(vk, RL->attn_sink, (uint64_t)c->n_heads * 4, &L->sink);
+    /* wo_a by group when the groups start on whole FP8 scale blocks, else whole */
+    uint32_t G = c->o_groups, ol = c->o_lora_rank;
+    L->wo_a_full = RL->wo_a.enc != MS_WENC_FP8 || ol % 128 != 0;
+    L->wo_a = ms_calloc(L->wo_a_full ? 1 : G, sizeof *L->wo_a);
+    if (!rc && !L->wo_a) rc = -MS_E_NOMEM;
+    if (!rc && L->wo_a_full) rc = w_up(vk, &RL->wo_a, &L->wo_a[0]);
+    for (uint32_t g = 0; !rc && !L->wo_a_full && g < G; g++) {
+        ms_weight_view wg = fp8_rows(&RL->wo_a, g * ol, ol);
+        rc = w_up(vk, &wg, &L->wo_a[g]);
+    }
+    if (!rc && L->ratio) rc = up_cmp(vk, &RL->cmp, &L->cmp);
+    if (!rc && L->ratio == 4) {
+        rc = w_up(vk, &RL->idx_wq_b, &L->idx_wq_b);
+        if (!rc) rc = w_up(vk, &RL->idx_wproj, &L->idx_wproj);
+        if (!rc) rc = up_cmp(vk, &RL->idx_cmp, &L->idx_cmp);
+    }
+    if (!rc) rc = w_up(vk, &RL->gate, &L->gate);
+    if (!rc && RL->tid2eid)
+        rc = buf_up(vk, RL->tid2eid, (uint64_t)c->vocab_size * c->n_active_experts * 4, &L->tid2eid);
+    else if (!rc)
+        rc = buf_up(vk, RL->gate_bias, (uint64_t)c->n_routed_experts * 4, &L->gate_bias);
+    if (rc) {
+        if (err && err_len && !err[0])
+            snprintf(err, err_len, "layer %u: uploading the weights: %s", li, ms_strerror(rc));
+        return rc;
+    }
+    return up_experts(M, li, err, err_len);
+}
+
+static void free_layer(ms_vk *vk, const ms_v4_config *c, vk_layer *L) {
+    ms_vk_weight_free(vk, &L->hc_attn_fn);
+    ms_vk_weight_free(vk, &L->hc_ffn_fn);
+    ms_vk_buf *bufs[] = {&L->hc_attn_base, &L->hc_attn_scale, &L->hc_ffn_base, &L->hc_ffn_scale,
+                         &L->attn_norm, &L->ffn_norm, &L->q_norm, &L->kv_norm, &L->sink,
+                         &L->gate_bias, &L->tid2eid, &L->pool, &L->slots, &L->sh_pool};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ms_vk_buf_free(vk, bufs[i]);
+    ms_vk_weight *ws[] = {&L->wq_a, &L->wq_b, &L->wkv, &L->wo_b, &L->idx_wq_b, &L->idx_wproj, &L->gate};
+    for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) ms_vk_weight_free(vk, ws[i]);
+    if (L->wo_a)
+        for (uint32_t g = 0; g < (L->wo_a_full ? 1 : c->o_groups); g++) ms_vk_weight_free(vk, &L->wo_a[g]);
+    ms_free(L->wo_a);
+    free_cmp(vk, &L->cmp);
+    free_cmp(vk, &L->idx_cmp);
+}
+
+static void vk_model_close(ms_engine *e) {
+    vk_model *M = e->backend;
+    if (!M) return;
+    if (M->layers)
+        for (uint32_t li = 0; li < M->ref->cfg.n_layers; li++) free_layer(M->vk, &M->ref->cfg, &M->layers[li]);
+    ms_free(M->layers);
+    ms_vk_buf *bufs[] = {&M->embed, &M->norm, &M->hc_head_base, &M->hc_head_scale, &M->sh_slots,
+                         &M->zero_idx, &M->ones};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ms_vk_buf_free(M->vk, bufs[i]);
+    ms_vk_weight_free(M->vk, &M->hc_head_fn);
+    ms_vk_weight_free(M->vk, &M->head);
+    ms_ref_model_free(M->ref);
+    ms_vk_close(M->vk);
+    ms_free(M);
+    e->backend = NULL;
+}
+
+static const ms_st_tensor *st_get(void *ctx, const char *name) { return ms_st_find(ctx, name); }
+
+static int vk_model_open(ms_engine *e, char *err, size_t err_len) {
+    vk_model *M = ms_calloc(1, sizeof *M);
+    if (!M) return ms_errf(err, err_len, -MS_E_NOMEM, "out of memory");
+    e->backend = M;
+    ms_vk_opts vo = e->opts.vk;
+    int rc = ms_vk_open(&M->vk, &vo);
+    if (rc) {
+        ms_free(M);
+        e->backend = NULL;
+        if (vo.device_index >= 0)
+            return ms_errf(err, err_len, rc == -MS_E_NO_DEVICE ? -MS_E_UNSUPPORTED : rc,
+                           "Vulkan device %d cannot be opened (%s); `moestream doctor` lists the "
+                           "devices, or use the CPU reference (--backend cpu)",
+                           (int)vo.device_index, ms_strerror(rc));
+        return ms_errf(err, err_len, rc == -MS_E_NO_DEVICE ? -MS_E_UNSUPPORTED : rc,
+                       "no usable Vulkan device (%s); use the CPU reference (--backend cpu)",
+                       ms_strerror(rc));
+    }
+    if ((rc = ms_ref_model_create(&e->cfg, st_get, e->st, &M->ref, err, err_len)) != 0) goto fail;
+    const ms_v4_config *c = &M->ref->cfg;
+    M->fq_kv = !e->opts.no_fq_kv;
+    M->fq_idx = !e->opts.no_fq_index;
+    M->idx_w_scale = (float)(1.0 / sqrt((double)c->index_head_dim) / sqrt((double)c->index_n_heads));
+    for (uint32_t li = 0; li < c->n_layers; li++) {
+        uint32_t r = c->compress_ratios[li], i = 0;
+        if (!r) continue;
+        while (i < M->n_ratios && M->ratios[i] != r) i++;
+        if (i == M->n_ratios) {
+            if (M->n_ratios == MAX_RATIOS) {
+                rc = ms_errf(err, err_len, -MS_E_UNSUPPORTED,
+                             "compress_ratios has more than %u distinct values", MAX_RATIOS);
+                goto fail;
+            }
+            M->ratios[M->n_ratios++] = r;
+        }
+    }
+    M->layers = ms_calloc(c->n_layers, sizeof *M->layers);
+    if (!M->layers) {
+        rc = ms_errf(err, err_len, -MS_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    uint32_t hc = c->hc_mult;
+    ms_weight_view v = f32_view(M->ref->hc_head_fn, hc, hc * c->dim);
+    rc = buf_up(M->vk, M->ref->embed, (uint64_t)c->vocab_size * c->dim * 2, &M->embed);
+    if (!rc) rc = buf_up(M->vk, M->ref->norm, (uint64_t)c->dim * 2, &M->norm);
+    if (!rc) rc = buf_up(M->vk, M->ref->hc_head_base, (uint64_t)hc * 4, &M->hc_head_base);
+    if (!rc) rc = buf_up(M->vk, M->ref->hc_head_scale, 4, &M->hc_head_scale);
+    if (!rc) rc = w_up(M->vk, &v, &M->hc_head_fn);
+    if (!rc) rc = w_up(M->vk, &M->ref->head, &M->head);
+    uint32_t zeros[MS_VK_BATCH] = {0};
+    float ones[MS_VK_BATCH];
+    for (uint32_t i = 0; i < MS_VK_BATCH; i++) ones[i] = 1.0f;
+    if (!rc) rc = buf_up(M->vk, zeros, 4, &M->sh_slots);
+    if (!rc) rc = buf_up(M->vk, zeros, sizeof zeros, &M->zero_idx);
+    if (!rc) rc = buf_up(M->vk, ones, sizeof ones, &M->ones);
+    if (rc) {
+        if (err && err_len && !err[0]) snprintf(err, err_len, "uploading the weights: %s", ms_strerror(rc));
+        goto fail;
+    }
+    for (uint32_t li = 0; li < c->n_layers; li++)
+        if ((rc = up_layer(M, li, err, err_len)) != 0) goto fail;
+    return 0;
+fail:
+    vk_model_close(e);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ sessions */
+
+static void vk_session_free(ms_session *s) {
+    vk_session *S = s->backend;
+    if (!S) return;
+    ms_vk *vk = S->M->vk;
+    for (uint32_t i = 0; i <= MS_VK_BATCH; i++) ms_vk_cmd_free(S->cmd[i]);
+    const ms_v4_config *c = &S->M->ref->cfg;
+    if (S->ls)
+        for (uint32_t li = 0; li < c->n_layers; li++) {
+            vk_layer_state *st = &S->ls[li];
+            ms_vk_buf *b[] = {&st->ring, &st->cmp_kv, &st->cmp_score, &st->cmp_rows, &st->idx_kv,
+                              &st->idx_score, &st->idx_rows};
+            for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) ms_vk_buf_free(vk, b[i]);
+        }
+    ms_free(S->ls);
+    ms_vk_buf *b[] = {&S->step_host, &S->step, &S->h[0], &S->h[1], &S->x, &S->y, &S->ysh, &S->zeros,
+                      &S->mix, &S->post, &S->comb, &S->qr, &S->q, &S->kv, &S->o, &S->u, &S->u_full,
+                      &S->ca, &S->cg, &S->ia, &S->ig, &S->qi, &S->wi, &S->idx_scratch, &S->sel,
+                      &S->att_scratch, &S->glog, &S->route, &S->rw, &S->act, &S->sh_act, &S->hfin,
+                      &S->logits, &S->logits_host};
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) ms_vk_buf_free(vk, b[i]);
+    ms_free(S->cs_tmp);
+    ms_free(S);
+    s->backend = NULL;
+}
+
+static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+/* Fills every compressor score with -inf (empty slots) and the rest of the state with zeros. */
+static int state_reset(vk_session *S) {
+    const ms_v4_config *c = &S->M->ref->cfg;
+    ms_vk_cmd *cmd = S->cmd[0];
+    int rc = ms_vk_cmd_begin(cmd);
+    for (uint32_t li = 0; !rc && li < c->n_layers; li++) {
+        vk_layer_state *st = &S->ls[li];
+        ms_vk_cmd_fill(cmd, whole(&st->ring), 0);
+        if (S->M->layers[li].ratio) {
+            ms_vk_cmd_fill(cmd, whole(&st->cmp_kv), 0);
+            ms_vk_cmd_fill(cmd, whole(&st->cmp_score), 0xff800000u); /* -inf */
+            ms_vk_cmd_fill(cmd, whole(&st->cmp_rows), 0);
+        }
+        if (S->M->layers[li].ratio == 4) {
+            ms_vk_cmd_fill(cmd, whole(&st->idx_kv), 0);
+            ms_vk_cmd_fill(cmd, whole(&st->idx_score), 0xff800000u);
+            ms_vk_cmd_fill(cmd, whole(&st->idx_rows), 0);
+        }
+    }
+    if (!rc) rc = ms_vk_cmd_end(cmd);
+    return rc ? rc : ms_vk_cmd_run(cmd);
+}
+
+static int vk_session_create(ms_session *s) {
+    vk_model *M = s->e->backend;
+    const ms_v4_config *c = &M->ref->cfg;
+    ms_vk *vk = M->vk;
+    const ms_vk_caps *caps = ms_vk_get_caps(vk);
+    vk_session *S = ms_calloc(1, sizeof *S);
+    if (!S) return -MS_E_NOMEM;
+    s->backend = S;
+    S->M = M;
+    const uint64_t B = MS_VK_BATCH, hd = c->head_dim, dim = c->dim, hc = c->hc_mult;
+    const uint64_t qdim = (uint64_t)c->n_heads * hd, mixn = (2 + hc) * hc;
+    const uint64_t nI = c->index_n_heads, dI = c->index_head_dim, K = c->n_active_experts;
+    uint64_t ring = (uint64_t)c->window + B - 1;
+    S->ring_len = (uint32_t)(ring < s->max_tokens ? ring : s->max_tokens);
+    S->ls = ms_calloc(c->n_layers, sizeof *S->ls);
+    S->cs_tmp = ms_malloc((size_t)c->rope_dim * sizeof(float));
+    int rc = S->ls && S->cs_tmp ? 0 : -MS_E_NOMEM;
+    uint32_t max_idx_rows = 1;
+    for (uint32_t li = 0; !rc && li < c->n_layers; li++) {
+        vk_layer_state *st = &S->ls[li];
+        const vk_layer *L = &M->layers[li];
+        rc = buf_new(vk, MS_VK_MEM_DEVICE, (uint64_t)S->ring_len * hd * 4, &st->ring);
+        if (!rc && L->ratio) {
+            uint64_t w = (uint64_t)L->cmp.coff * hd, slots = (uint64_t)L->cmp.coff * L->ratio;
+            st->cmp_n_rows = s->max_tokens / L->ratio;
+            rc = buf_new(vk, MS_VK_MEM_DEVICE, slots * w * 4, &st->cmp_kv);
+            if (!rc) rc = buf_new(vk, MS_VK_MEM_DEVICE, slots * w * 4, &st->cmp_score);
+            if (!rc) rc = buf_new(vk, MS_VK_MEM_DEVICE, (uint64_t)(st->cmp_n_rows ? st->cmp_n_rows : 1) * hd * 4, &st->cmp_rows);
+        }
+        if (!rc && L->ratio == 4) {
+            uint64_t w = 2 * dI, slots = 8;
+            st->idx_n_rows = s->max_tokens / 4;
+            if (st->idx_n_rows > max_idx_rows) max_idx_rows = st->idx_n_rows;
+            rc = buf_new(vk, MS_VK_MEM_DEVICE, slots * w * 4, &st->idx_kv);
+            if (!rc) rc = buf_new(vk, MS_VK_MEM_DEVICE, slots * w * 4, &st->idx_score);
+            if (!rc) rc = buf_new(vk, MS_VK_MEM_DEVICE, (uint64_t)(st->idx_n_rows ? st->idx_n_rows : 1) * dI * 4, &st->idx_rows);
+        }
+    }
+    /* the step buffer: position, token ids, RoPE tables (base and compress frequencies at p, and
+     * compress frequencies at each ratio's block start p + 1 - r) */
+    uint64_t a = caps->min_storage_offset_align > 16 ? caps->min_storage_offset_align : 16;
+    uint64_t cs_bytes = B * c->rope_dim * 4, o = 0;
+    vk_step_layout *sl = &S->sl;
+    sl->pos = o, o = align_up(o + 16, a);
+    sl->tokens = o, o = align_up(o + B * 4, a);
+    sl->cs_base = o, o = align_up(o + cs_bytes, a);
+    sl->cs_cmp = o, o = align_up(o + cs_bytes, a);
+    for (uint32_t i = 0; i < M->n_ratios; i++) sl->cs_ratio[i] = o, o = align_up(o + cs_bytes, a);
+    sl->bytes = o;
+    if (!rc) rc = buf_new(vk, MS_VK_MEM_STAGING, sl->bytes, &S->step_host);
+    if (!rc) rc = buf_new(vk, MS_VK_MEM_DEVICE, sl->bytes, &S->step);
+    const uint64_t topk = c->index_topk ? c->index_topk : 1;
+    /* the attention's split records: the most any layer needs at any batch size */
+    uint64_t att_scratch = 16;
+    for (uint32_t li = 0; li < c->n_layers; li++)
+        for (uint32_t b = 1; b <= MS_VK_BATCH; b++) {
+            uint32_t r = M->layers[li].ratio;
+            uint64_t need = ms_vk_attention_scratch_bytes(vk, b, c->n_heads, c->head_dim, c->window, r,
+                                                          r == 4 ? c->index_topk : 0,
+                                                          r ? S->ls[li].cmp_n_rows : 0, NULL);
+            if (need > att_scratch) att_scratch = need;
+        }
+    const uint64_t si = (uint64_t)c->moe_inter_dim * c->n_shared_experts;
+    struct {
+        ms_vk_buf *b;
+        uint64_t bytes;
+    } bufs[] = {
+        {&S->h[0], B * hc * dim * 4}, {&S->h[1], B * hc * dim * 4}, {&S->x, B * dim * 4},
+        {&S->y, B * dim * 4}, {&S->ysh, B * dim * 4}, {&S->zeros, B * dim * 4},
+        {&S->mix, B * mixn * 4}, {&S->post, B * hc * 4}, {&S->comb, B * hc * hc * 4},
+        {&S->qr, B * c->q_lora_rank * 4}, {&S->q, B * qdim * 4}, {&S->kv, B * hd * 4},
+        {&S->o, B * qdim * 4}, {&S->u, B * c->o_groups * c->o_lora_rank * 4},
+        {&S->u_full, B * c->o_groups * c->o_lora_rank * 4}, {&S->ca, B * 2 * hd * 4},
+        {&S->cg, B * 2 * hd * 4}, {&S->ia, B * 2 * dI * 4}, {&S->ig, B * 2 * dI * 4},
+        {&S->qi, B * nI * dI * 4}, {&S->wi, B * nI * 4},
+        {&S->idx_scratch, ms_vk_indexer_scratch_bytes(MS_VK_BATCH, max_idx_rows, (uint32_t)topk)},
+        {&S->sel, B * topk * 4},
+        {&S->att_scratch, att_scratch},
+        {&S->glog, B * c->n_routed_experts * 4}, {&S->route, B * K * 4}, {&S->rw, B * K * 4},
+        {&S->act, B * K * c->moe_inter_dim * 4}, {&S->sh_act, B * si * 4}, {&S->hfin, B * dim * 4},
+        {&S->logits, B * c->vocab_size * 4},
+    };
+    for (size_t i = 0; !rc && i < sizeof bufs / sizeof bufs[0]; i++)
+        rc = buf_new(vk, MS_VK_MEM_DEVICE, bufs[i].bytes, bufs[i].b);
+    if (!rc) rc = buf_new(vk, MS_VK_MEM_READBACK, B * c->vocab_size * 4, &S->logits_host);
+    if (!rc) rc = ms_vk_cmd_create(vk, 0, &S->cmd[0]);
+    if (!rc) {
+        ms_vk_cmd_begin(S->cmd[0]);
+        ms_vk_cmd_fill(S->cmd[0], whole(&S->zeros), 0);
+        rc = ms_vk_cmd_end(S->cmd[0]);
+        if (!rc) rc = ms_vk_cmd_run(S->cmd[0]);
+    }
+    if (!rc) rc = state_reset(S);
+    if (rc) vk_session_free(s);
+    return rc;
+}
+
+static void vk_reset(ms_session *s) {
+    int rc = state_reset(s->backend);
+    if (rc) MS_LOGE("vulkan: resetting a session's KV state failed: %s", ms_strerror(rc));
+}
+
+/* ------------------------------------------------------------------ recording */
+
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        int rc_ = (x);                                                                             \
+        if (rc_) return rc_;                                                                       \
+    } while (0)
+
+static ms_vk_range at(const ms_vk_buf *b, uint64_t off) {
+    return ms_vk_buf_range(b, off, b->size - off);
+}
+
+static int gemv(ms_vk_cmd *cmd, const ms_vk_weight *w, const ms_vk_buf *x, uint32_t x_stride,
+                const ms_vk_buf *y, uint32_t y_stride, uint32_t n) {
+    TRY(ms_vk_rec_gemv(cmd, w, whole(x), x_stride, whole(y), y_stride, n, NULL));
+    ms_vk_cmd_barrier(cmd);
+    return 0;
+}
+
+/* Attention sub-layer of layer li for n tokens: x (after attn_norm) -> y. */
+static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n) {
+    const vk_model *M = S->M;
+    const ms_v4_config *c = &M->ref->cfg;
+    const vk_layer *L = &M->layers[li];
+    vk_layer_state *st = &S->ls[li];
+    const vk_step_layout *sl = &S->sl;
+    const uint32_t dim = c->dim, H = c->n_heads, hd = c->head_dim, rd = c->rope_dim, nope = hd - rd;
+    const uint32_t ql = c->q_lora_rank, G = c->o_groups, ol = c->o_lora_rank, qdim = H * hd;
+    const uint32_t nI = c->index_n_heads, dI = c->index_head_dim, r = L->ratio;
+    const float eps = (float)c->rms_norm_eps;
+    const uint64_t cs_bytes = (uint64_t)n * rd * 4;
+    ms_vk_range cs = ms_vk_buf_range(&S->step, r ? sl->cs_cmp : sl->cs_base, cs_bytes);
+    ms_vk_range pos = ms_vk_buf_range(&S->step, sl->pos, 4);
+
+    /* queries: wq_a -> q_norm -> wq_b -> per-head RMS + RoPE */
+    TRY(gemv(cmd, &L->wq_a, &S->x, dim, &S->qr, ql, n));
+    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->qr), whole(&L->q_norm), MS_WENC_BF16, whole(&S->qr), ql, n, eps));
+    ms_vk_cmd_barrier(cmd);
+    TRY(gemv(cmd, &L->wq_b, &S->qr, ql, &S->q, qdim, n));
+    TRY(ms_vk_rec_rope(cmd, whole(&S->q), cs, n, H, hd, hd, qdim, nope, rd, true, eps, false));
+    /* the KV latent: wkv -> kv_norm -> RoPE -> e4m3 -> the ring */
+    TRY(gemv(cmd, &L->wkv, &S->x, dim, &S->kv, hd, n));
+    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->kv), whole(&L->kv_norm), MS_WENC_BF16, whole(&S->kv), hd, n, eps));
+    ms_vk_cmd_barrier(cmd);
+    TRY(ms_vk_rec_rope(cmd, whole(&S->kv), cs, n, 1, hd, hd, hd, nope, rd, false, eps, false));
+    ms_vk_cmd_barrier(cmd);
+    if (M->fq_kv) {
+        TRY(ms_vk_rec_fq(cmd, whole(&S->kv), n, hd, nope, 1, false));
+        ms_vk_cmd_barrier(cmd);
+    }
+    TRY(ms_vk_rec_kv_store(cmd, whole(&S->kv), whole(&st->ring), pos, n, hd, S->ring_len));
+    ms_vk_cmd_barrier(cmd);
+
+    if (r == 4) {
+        /* indexer: queries from qr (RoPE, Hadamard, FP4), head weights from x, its compressor,
+         * then the selection */
+        TRY(gemv(cmd, &L->idx_wq_b, &S->qr, ql, &S->qi, nI * dI, n));
+        TRY(ms_vk_rec_rope(cmd, whole(&S->qi), cs, n, nI, dI, dI, nI * dI, dI - rd, rd, false, eps, false));
+        ms_vk_cmd_barrier(cmd);
+        TRY(ms_vk_rec_fq(cmd, whole(&S->qi), n * nI, dI, dI, M->fq_idx ? 2 : 0, true));
+        TRY(gemv(cmd, &L->idx_wproj, &S->x, dim, &S->wi, nI, n));
+        TRY(gemv(cmd, &L->idx_cmp.wkv, &S->x, dim, &S->ia, 2 * dI, n));
+        TRY(gemv(cmd, &L->idx_cmp.wgate, &S->x, dim, &S->ig, 2 * dI, n));
+        ms_vk_range csr = ms_vk_buf_range(&S->step, sl->cs_ratio[L->cs_ratio_slot], cs_bytes);
+        TRY(ms_vk_rec_compress(cmd, whole(&S->ia), whole(&S->ig), 2 * dI, whole(&L->idx_cmp.ape),
+                               whole(&L->idx_cmp.norm), csr, pos, whole(&st->idx_kv),
+                               whole(&st->idx_score), whole(&st->idx_rows), n, 4, 2, dI, rd,
+                               st->idx_n_rows, eps, M->fq_idx ? 2 : 0, true));
+        ms_vk_cmd_barrier(cmd);
+        TRY(ms_vk_rec_indexer(cmd, whole(&S->qi), whole(&S->wi), whole(&st->idx_rows), pos,
+                              whole(&S->idx_scratch), whole(&S->sel), n, nI, dI, 4, c->index_topk,
+                              st->idx_n_rows ? st->idx_n_rows : 1, M->idx_w_scale));
+        ms_vk_cmd_barrier(cmd);
+    }
+    if (r) {
+        uint32_t w = L->cmp.coff * hd;
+        TRY(gemv(cmd, &L->cmp.wkv, &S->x, dim, &S->ca, w, n));
+        TRY(gemv(cmd, &L->cmp.wgate, &S->x, dim, &S->cg, w, n));
+        ms_vk_range csr = ms_vk_buf_range(&S->step, sl->cs_ratio[L->cs_ratio_slot], cs_bytes);
+        TRY(ms_vk_rec_compress(cmd, whole(&S->ca), whole(&S->cg), w, whole(&L->cmp.ape),
+                               whole(&L->cmp.norm), csr, pos, whole(&st->cmp_kv),
+                               whole(&st->cmp_score), whole(&st->cmp_rows), n, r, L->cmp.coff, hd,
+                               rd, st->cmp_n_rows, eps, M->fq_kv ? 1 : 0, false));
+        ms_vk_cmd_barrier(cmd);
+    }
+
+    /* sparse attention over window + compressed rows, then the inverse RoPE of the output */
+    TRY(ms_vk_rec_attention(cmd, whole(&S->q), whole(&st->ring), r ? whole(&st->cmp_rows) : whole(&st->ring),
+                            r == 4 ? whole(&S->sel) : whole(&S->sel), whole(&L->sink), pos, whole(&S->o),
+                            whole(&S->att_scratch), n, H, hd, c->window, S->ring_len, r,
+                            r == 4 ? c->index_topk : 0, r ? (st->cmp_n_rows ? st->cmp_n_rows : 0) : 0,
+                            (float)(1.0 / sqrt((double)hd))));
+    ms_vk_cmd_barrier(cmd);
+    TRY(ms_vk_rec_rope(cmd, whole(&S->o), cs, n, H, hd, hd, qdim, nope, rd, false, eps, true));
+    ms_vk_cmd_barrier(cmd);
+
+    /* grouped output projection: group g's heads through its rows of wo_a, then wo_b */
+    uint32_t gin = qdim / G;
+    for (uint32_t g = 0; g < G; g++) {
+        ms_vk_range xg = at(&S->o, (uint64_t)g * gin * 4);
+        if (!L->wo_a_full) {
+            TRY(ms_vk_rec_gemv(cmd, &L->wo_a[g], xg, qdim, at(&S->u, (uint64_t)g * ol * 4), G * ol, n, NULL));
+        } else {
+            TRY(ms_vk_rec_gemv(cmd, &L->wo_a[0], xg, qdim, whole(&S->u_full), G * ol, n, NULL));
+            ms_vk_cmd_barrier(cmd);
+            for (uint32_t t = 0; t < n; t++) {
+                uint64_t off = ((uint64_t)t * G * ol + (uint64_t)g * ol) * 4;
+                ms_vk_cmd_copy(cmd, ms_vk_buf_range(&S->u_full, off, (uint64_t)ol * 4),
+                               ms_vk_buf_range(&S->u, off, (uint64_t)ol * 4));
+            }
+            ms_vk_cmd_barrier(cmd);
+        }
+    }
+    ms_vk_cmd_barrier(cmd);
+    return gemv(cmd, &L->wo_b, &S->u, G * ol, &S->y, dim, n);
+}
+
+/* MoE sub-layer of layer li for n tokens: x (after ffn_norm) -> y. */
+static int rec_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n) {
+    const vk_model *M = S->M;
+    const ms_v4_config *c = &M->ref->cfg;
+    const vk_layer *L = &M->layers[li];
+    const uint32_t E = c->n_routed_experts, K = c->n_active_experts;
+    const float limit = (float)c->swiglu_limit;
+    ms_vk_range tokens = ms_vk_buf_range(&S->step, S->sl.tokens, (uint64_t)n * 4);
+    bool hash = L->tid2eid.buffer != VK_NULL_HANDLE;
+    TRY(gemv(cmd, &L->gate, &S->x, c->dim, &S->glog, E, n));
+    TRY(ms_vk_rec_router(cmd, whole(&S->glog), hash ? tokens : whole(&L->gate_bias), tokens,
+                         hash ? whole(&L->tid2eid) : tokens, whole(&S->route), whole(&S->rw), n, E, K,
+                         c->vocab_size, hash, c->norm_topk_prob, (float)c->routed_scaling_factor));
+    /* the shared expert (weight 1) into ysh, independent of the routing */
+    TRY(ms_vk_rec_moe_up(cmd, &L->sh_layout, whole(&L->sh_pool), whole(&M->sh_slots), 1,
+                         whole(&M->zero_idx), whole(&M->ones), whole(&S->x), whole(&S->sh_act), n, 1, limit));
+    ms_vk_cmd_barrier(cmd);
+    TRY(ms_vk_rec_moe_down(cmd, &L->sh_layout, whole(&L->sh_pool), whole(&M->sh_slots), 1,
+                           whole(&M->zero_idx), whole(&S->sh_act), whole(&S->zeros), whole(&S->ysh), n, 1));
+    TRY(ms_vk_rec_moe_up(cmd, &L->ex_layout, whole(&L->pool), whole(&L->slots), E, whole(&S->route),
+                         whole(&S->rw), whole(&S->x), whole(&S->act), n, K, limit));
+    ms_vk_cmd_barrier(cmd);
+    TRY(ms_vk_rec_moe_down(cmd, &L->ex_layout, whole(&L->pool), whole(&L->slots), E, whole(&S->route),
+                           whole(&S->act), whole(&S->ysh), whole(&S->y), n, K));
+    ms_vk_cmd_barrier(cmd);
+    return 0;
+}
+
+/* mHC pre of one sub-layer: streams h -> x (normed by norm), post, comb. */
+static int rec_hc_pre(vk_session *S, ms_vk_cmd *cmd, const ms_vk_buf *h, const ms_vk_weight *fn,
+                      const ms_vk_buf *scale, const ms_vk_buf *base, const ms_vk_buf *norm, uint32_t n) {
+    const ms_v4_config *c = &S->M->ref->cfg;
+    uint32_t hc = c->hc_mult, mixn = (2 + hc) * hc;
+    TRY(gemv(cmd, fn, h, hc * c->dim, &S->mix, mixn, n));
+    TRY(ms_vk_rec_hc_pre(cmd, whole(&S->mix), whole(h), whole(scale), whole(base), whole(&S->x),
+                         whole(&S->post), whole(&S->comb), c->dim, hc, n, c->hc_sinkhorn_iters,
+                         (float)c->hc_eps, (float)c->rms_norm_eps, false));
+    ms_vk_cmd_barrier(cmd);
+    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->x), whole(norm), MS_WENC_BF16, whole(&S->x), c->dim, n,
+                          (float)c->rms_norm_eps));
+    ms_vk_cmd_barrier(cmd);
+    return 0;
+}
+
+/* The whole forward pass of n <= MS_VK_BATCH tokens whose step data is in S->step_host. */
+static int record(vk_session *S, ms_vk_cmd *cmd, uint32_t n) {
+    const vk_model *M = S->M;
+    const ms_v4_config *c = &M->ref->cfg;
+    uint32_t hc = c->hc_mult, dim = c->dim;
+    TRY(ms_vk_cmd_begin(cmd));
+    ms_vk_cmd_copy(cmd, whole(&S->step_host), whole(&S->step));
+    ms_vk_cmd_barrier(cmd);
+    TRY(ms_vk_rec_hc_embed(cmd, ms_vk_buf_range(&S->step, S->sl.tokens, (uint64_t)n * 4), whole(&M->embed),
+                           whole(&S->h[0]), c->vocab_size, dim, hc, n));
+    ms_vk_cmd_barrier(cmd);
+    uint32_t cur = 0;
+    ms_vk_cmd_counts k0, k1;
+    ms_vk_cmd_get_counts(cmd, &k0);
+    for (uint32_t li = 0; li < c->n_layers; li++) {
+        const vk_layer *L = &M->layers[li];
+        for (int sub = 0; sub < 2; sub++) {
+            const ms_vk_buf *h = &S->h[cur];
+            if (sub == 0) {
+                TRY(rec_hc_pre(S, cmd, h, &L->hc_attn_fn, &L->hc_attn_scale, &L->hc_attn_base, &L->attn_norm, n));
+                TRY(rec_attention(S, cmd, li, n));
+            } else {
+                TRY(rec_hc_pre(S, cmd, h, &L->hc_ffn_fn, &L->hc_ffn_scale, &L->hc_ffn_base, &L->ffn_norm, n));
+                TRY(rec_moe(S, cmd, li, n));
+            }
+            /* streams: post * y + comb^T res, into the other stream buffer */
+            TRY(ms_vk_rec_hc_post(cmd, whole(&S->y), whole(h), whole(&S->post), whole(&S->comb),
+                                  whole(&S->h[cur ^ 1]), dim, hc, n));
+            ms_vk_cmd_barrier(cmd);
+            cur ^= 1;
+        }
+    }
+    ms_vk_cmd_get_counts(cmd, &k1);
+    if (n == 1) {
+        S->layer_dispatches = k1.dispatches - k0.dispatches;
+        S->layer_barriers = k1.barriers - k0.barriers;
+    }
+    /* hc_head, final norm, lm_head */
+    TRY(gemv(cmd, &M->hc_head_fn, &S->h[cur], hc * dim, &S->mix, hc, n));
+    TRY(ms_vk_rec_hc_pre(cmd, whole(&S->mix), whole(&S->h[cur]), whole(&M->hc_head_scale),
+                         whole(&M->hc_head_base), whole(&S->hfin), whole(&S->post), whole(&S->comb), dim,
+                         hc, n, c->hc_sinkhorn_iters, (float)c->hc_eps, (float)c->rms_norm_eps, true));
+    ms_vk_cmd_barrier(cmd);
+    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->hfin), whole(&M->norm), MS_WENC_BF16, whole(&S->hfin), dim, n,
+                          (float)c->rms_norm_eps));
+    ms_vk_cmd_barrier(cmd);
+    TRY(gemv(cmd, &M->head, &S->hfin, dim, &S->logits, c->vocab_size, n));
+    ms_vk_cmd_copy(cmd, ms_vk_buf_range(&S->logits, 0, (uint64_t)n * c->vocab_size * 4),
+                   whole(&S->logits_host));
+    ms_vk_cmd_get_counts(cmd, &k1);
+    if (n == 1) S->total_dispatches = k1.dispatches;
+    return ms_vk_cmd_end(cmd);
+}
+
+/* The step data of a batch: position, token ids and the RoPE tables. */
+static void write_step(vk_session *S, const ms_ref_model *R, const uint32_t *tokens, uint32_t n, uint32_t pos0) {
+    const ms_v4_config *c = &R->cfg;
+    uint8_t *base = S->step_host.map;
+    const vk_step_layout *sl = &S->sl;
+    memcpy(base + sl->pos, &pos0, 4);
+    memcpy(base + sl->tokens, tokens, (size_t)n * 4);
+    size_t row = (size_t)c->rope_dim; /* floats per token: rope_dim/2 pairs of (cos, sin) */
+    for (uint32_t t = 0; t < n; t++) {
+        uint64_t p = (uint64_t)pos0 + t;
+        ms_ref_rope_table(R->freq_base, c->rope_dim, p, (float *)(base + sl->cs_base) + t * row);
+        ms_ref_rope_table(R->freq_compress, c->rope_dim, p, (float *)(base + sl->cs_cmp) + t * row);
+        for (uint32_t i = 0; i < S->M->n_ratios; i++) {
+            uint32_t r = S->M->ratios[i];
+            uint64_t q = p + 1 >= r ? p + 1 - r : 0; /* used only where token t completes a block */
+            ms_ref_rope_table(R->freq_compress, c->rope_dim, q, (float *)(base + sl->cs_ratio[i]) + t * row);
+        }
+    }
+}
+
+static int vk_forward(ms_session *s, const uint32_t *tokens, uint32_t n, float *logits) {
+    vk_session *S = s->backend;
+    const ms_v4_config *c = &S->M->ref->cfg;
+    ms_vk *vk = S->M->vk;
+    uint32_t pos = s->pos;
+    for (uint32_t t0 = 0; t0 < n; t0 += MS_VK_BATCH) {
+        uint32_t b = n - t0 < MS_VK_BATCH ? n - t0 : MS_VK_BATCH;
+        if (!S->cmd[b]) TRY(ms_vk_cmd_create(vk, 0, &S->cmd[b]));
+        if (!S->recorded[b]) {
+            int rc = record(S, S->cmd[b], b);
+            if (rc) {
+                MS_LOGE("vulkan: recording the forward pass of %u token(s) failed: %s", b, ms_strerror(rc));
+                return rc;
+            }
+            S->recorded[b] = true;
+        }
+        write_step(S, S->M->ref, tokens + t0, b, pos + t0);
+        TRY(ms_vk_cmd_run(S->cmd[b]));
+        TRY(ms_vk_buf_invalidate(vk, &S->logits_host));
+        memcpy(logits + (size_t)t0 * c->vocab_size, S->logits_host.map, (size_t)b * c->vocab_size * 4);
+    }
+    return 0;
+}
+
+static int vk_info(ms_engine *e, bool measure, ms_engine_info *out) {
+    vk_model *M = e->backend;
+    const ms_vk_caps *caps = ms_vk_get_caps(M->vk);
+    snprintf(out->device, sizeof out->device, "%.120s (%.120s)", caps->device_name, caps->driver_name);
+    if (!measure) return 0;
+    uint64_t bytes = 1ull << 30;
+    if (bytes > caps->max_storage_buffer_range) bytes = caps->max_storage_buffer_range & ~255ull;
+    return ms_vk_measure_copy(M->vk, bytes, 7, &out->mem_gbs);
+}
+
+static void vk_stats(const ms_session *s, ms_session_stats *out) {
+    const vk_session *S = s->backend;
+    const ms_v4_config *c = &S->M->ref->cfg;
+    for (uint32_t li = 0; li < c->n_layers; li++) {
+        const vk_layer_state *st = &S->ls[li];
+        out->kv_bytes += st->ring.size + st->cmp_kv.size + st->cmp_score.size + st->cmp_rows.size +
+                         st->idx_kv.size + st->idx_score.size + st->idx_rows.size;
+    }
+    if (S->recorded[1]) {
+        out->dispatches_per_layer = S->layer_dispatches / c->n_layers;
+        out->barriers_per_layer = S->layer_barriers / c->n_layers;
+        out->dispatches_total = S->total_dispatches;
+    }
+}
+
+static int vk_nonfinite(const ms_session *s, uint32_t *pos, uint32_t *layer, const char **stage) {
+    (void)s, (void)pos, (void)layer, (void)stage;
+    return -MS_E_UNSUPPORTED;
+}
+
+const ms_backend_ops ms_backend_vk_ops = {
+    .kind = MS_BACKEND_VULKAN,
+    .model_open = vk_model_open,
+    .model_close = vk_model_close,
+    .session_create = vk_session_create,
+    .session_free = vk_session_free,
+    .forward = vk_forward,
+    .reset = vk_reset,
+    .nonfinite = vk_nonfinite,
+    .info = vk_info,
+    .stats = vk_stats,
+};
