@@ -15,7 +15,7 @@
 
 layout(constant_id = MS_ATTN_SPEC_WG) const uint WG = 256;
 layout(constant_id = MS_ATTN_SPEC_HT) const uint HT = 16;
-layout(constant_id = MS_ATTN_SPEC_ET) const uint ET = 16;
+layout(constant_id = MS_ATTN_SPEC_ET) const uint ET = 8; // defaults fit 32 KiB of shared memory (validated per module)
 layout(constant_id = MS_ATTN_SPEC_D) const uint D = 512;
 layout(constant_id = MS_ATTN_SPEC_QC) const uint QC = 128;
 layout(constant_id = MS_ATTN_SPEC_KS) const uint KS = 4;

@@ -44,8 +44,16 @@
 #define TOL_LOGPROB 1e-4
 /* Top-1 must agree wherever the golden top-1/top-2 gap exceeds the logprob tolerance twice over. */
 #define TOL_TOP1_MARGIN (2 * TOL_LOGPROB)
-/* Vulkan, one prompt fed in different splits: F32 rounding of different kernels only. */
-#define TOL_SPLIT 1e-4
+/* Vulkan with the fake-quant steps on: F32 accumulation (the reference sums in double) can move a
+ * value across an e4m3 or e2m1 rounding boundary, and one flipped code moves log-probs far more
+ * than an ulp. Observed: flash_like 1.1e-5 (no flip); pro_like 'short' 6.5e-3 at position 6, the
+ * same token by token, while the continuous path (both steps off) agrees with the CPU reference
+ * to 5e-6 there, so the difference comes from a quantisation step, not from the continuous
+ * maths. Top-1 and the greedy continuation stay exact requirements. */
+#define TOL_LOGPROB_VK_FQ 1e-2
+/* Vulkan, one prompt fed in different splits: F32 rounding of different kernels only (a batch of
+ * one token and of eight take different GEMV kernels), plus the same flips as above. */
+#define TOL_SPLIT TOL_LOGPROB_VK_FQ
 
 static ms_backend g_backend = MS_BACKEND_CPU;
 
@@ -195,9 +203,10 @@ static double check_sequence(const char *dir, ms_session *s, uint32_t vocab, con
     if (ablation) goto out; /* the caller judges max_d */
     printf("  %-6s %4u tokens: max |dlogprob| %.2e (tol %.0e, worst at position %u), top-1 agrees at "
            "%u/%u positions with margin > %.0e; full pass %.2f s (%.0f tokens/s)\n",
-           name, n, max_d, TOL_LOGPROB, worst_pos, top1_agree, top1_checked, TOL_TOP1_MARGIN, secs,
+           name, n, max_d, g_backend == MS_BACKEND_CPU ? TOL_LOGPROB : TOL_LOGPROB_VK_FQ, worst_pos, top1_agree, top1_checked, TOL_TOP1_MARGIN, secs,
            n / secs);
-    CHECK(max_d <= TOL_LOGPROB, "sequence '%s': max |dlogprob| %.3e > %.0e", name, max_d, TOL_LOGPROB);
+    double tol = g_backend == MS_BACKEND_CPU ? TOL_LOGPROB : TOL_LOGPROB_VK_FQ;
+    CHECK(max_d <= tol, "sequence '%s': max |dlogprob| %.3e > %.0e", name, max_d, tol);
     CHECK(top1_agree == top1_checked, "sequence '%s': top-1 differs at %u positions", name,
           top1_checked - top1_agree);
 
@@ -315,7 +324,8 @@ static void check_fixture(const char *root, const char *name) {
                 double d = check_sequence(dir, sa, vocab, ms_json_at(seqs, 0), 1);
                 printf("  without the %s fake-quant: max |dlogprob| %.2e (must exceed %.0e)\n",
                        off == 0 ? "KV e4m3" : "indexer FP4", d, TOL_LOGPROB);
-                CHECK(d > TOL_LOGPROB, "switching off a fake-quant step went unnoticed");
+                CHECK(d > (g_backend == MS_BACKEND_CPU ? TOL_LOGPROB : TOL_LOGPROB_VK_FQ),
+                      "switching off a fake-quant step went unnoticed");
             }
             ms_session_free(sa);
             ms_engine_close(ea);
