@@ -113,15 +113,6 @@ static ms_weight_view f32_view(const void *data, uint32_t m, uint32_t k) {
     return v;
 }
 
-/* Rows [r0, r0 + m) of an FP8 weight; r0 a multiple of 128 (one scale row per 128 rows). */
-static ms_weight_view fp8_rows(const ms_weight_view *w, uint32_t r0, uint32_t m) {
-    ms_weight_view v = *w;
-    v.m = m;
-    v.data = (const uint8_t *)w->data + (size_t)r0 * w->k;
-    v.scale = w->scale + (size_t)(r0 / 128) * ((w->k + 127) / 128);
-    return v;
-}
-
 /* ------------------------------------------------------------------ model */
 
 static int up_cmp(ms_vk *vk, const v4_compressor *c, vk_cmp *out) {
@@ -220,7 +211,7 @@ static int up_layer(vk_model *M, uint32_t li, char *err, size_t err_len) {
     if (!rc && !L->wo_a) rc = -MS_E_NOMEM;
     if (!rc && L->wo_a_full) rc = w_up(vk, &RL->wo_a, &L->wo_a[0]);
     for (uint32_t g = 0; !rc && !L->wo_a_full && g < G; g++) {
-        ms_weight_view wg = fp8_rows(&RL->wo_a, g * ol, ol);
+        ms_weight_view wg = ms_weight_view_rows(&RL->wo_a, g * ol, ol);
         rc = w_up(vk, &wg, &L->wo_a[g]);
     }
     if (!rc && L->ratio) rc = up_cmp(vk, &RL->cmp, &L->cmp);

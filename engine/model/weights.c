@@ -46,3 +46,11 @@ size_t ms_wenc_scale_rows_offset(ms_wenc enc, uint32_t row0, uint32_t k) {
     if (enc == MS_WENC_FP4) return (size_t)row0 * (k / 32);
     return 0;
 }
+
+ms_weight_view ms_weight_view_rows(const ms_weight_view *w, uint32_t r0, uint32_t m) {
+    ms_weight_view v = *w;
+    v.m = m;
+    v.data = (const uint8_t *)w->data + ms_wenc_data_bytes(w->enc, r0, w->k);
+    if (w->scale) v.scale = w->scale + ms_wenc_scale_rows_offset(w->enc, r0, w->k);
+    return v;
+}

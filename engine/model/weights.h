@@ -41,4 +41,8 @@ size_t ms_wenc_scale_bytes(ms_wenc enc, uint32_t m, uint32_t k);
 size_t ms_wenc_scale_rows_bytes(ms_wenc enc, uint32_t row0, uint32_t rows, uint32_t k);
 size_t ms_wenc_scale_rows_offset(ms_wenc enc, uint32_t row0, uint32_t k);
 
+/* Rows [r0, r0 + m) of w as a view of their own (borrowing w's bytes); for FP8, r0 must be a
+ * multiple of 128 (a scale row covers 128 weight rows). */
+ms_weight_view ms_weight_view_rows(const ms_weight_view *w, uint32_t r0, uint32_t m);
+
 #endif

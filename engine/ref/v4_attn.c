@@ -11,15 +11,6 @@
 
 #include "engine/ref/v4_internal.h"
 
-/* Rows [r0, r0 + m) of an FP8 weight as a view of their own; r0 must start a 128-row scale block. */
-static ms_weight_view fp8_rows(const ms_weight_view *w, uint32_t r0, uint32_t m) {
-    ms_weight_view v = *w;
-    v.m = m;
-    v.data = (const uint8_t *)w->data + (size_t)r0 * w->k;
-    v.scale = w->scale + (size_t)(r0 / 128) * ((w->k + 127) / 128);
-    return v;
-}
-
 /* Unweighted RMS normalisation of x[n] (the per-head query norm). */
 static void rms_unweighted(float *x, uint32_t n, double eps) {
     double ss = 0;
@@ -185,7 +176,7 @@ void ms_ref_v4_attention(ms_ref_session *s, uint32_t li, const float *x, uint32_
     uint32_t gin = qdim / G;
     for (uint32_t g = 0; g < G; g++) {
         if ((size_t)g * ol % 128 == 0) {
-            ms_weight_view wg = fp8_rows(&L->wo_a, g * ol, ol);
+            ms_weight_view wg = ms_weight_view_rows(&L->wo_a, g * ol, ol);
             ms_ref_gemv(&wg, sc->o + (size_t)g * gin, qdim, sc->u + (size_t)g * ol, G * ol, n);
         } else { /* group rows share a scale block with the previous group: use the full matrix */
             ms_ref_gemv(&L->wo_a, sc->o + (size_t)g * gin, qdim, sc->u_full, G * ol, n);
