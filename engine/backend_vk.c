@@ -76,6 +76,13 @@ typedef struct vk_step_layout {
     uint64_t pos, tokens, cs_base, cs_cmp, cs_ratio[MAX_RATIOS], bytes;
 } vk_step_layout;
 
+/* Op classes of the profiled recording (ms_session_set_profiling), in forward-pass order. */
+enum { P_EMBED, P_HC_PRE, P_Q, P_KV, P_INDEXER, P_COMPRESS, P_ATTENTION, P_OPROJ, P_HC_POST, P_ROUTER,
+       P_EXPERTS_UP, P_EXPERTS_DOWN, P_HEAD, P_N };
+static const char *const prof_names[P_N] = {
+    "embed", "hc_pre", "q_proj", "kv_proj", "indexer", "compressor", "attention", "o_proj",
+    "hc_post", "router+shared_up", "experts_up", "experts_down", "head"};
+
 typedef struct vk_session {
     vk_model *M;
     uint32_t ring_len;
@@ -89,6 +96,15 @@ typedef struct vk_session {
     float *cs_tmp;                   /* [rope_dim] one host RoPE row */
     /* counts of the one-token recording: the layers together, and everything */
     uint32_t layer_dispatches, layer_barriers, total_dispatches;
+    /* profiling: a one-token recording with a timestamp after each op class (mark) */
+    bool profiling, rec_prof, prof_recorded;
+    ms_vk_cmd *cmd_prof;
+    uint32_t n_marks, max_marks;
+    uint8_t *mark_cls;     /* [max_marks] the class each timestamp ends (0xff: the start) */
+    uint32_t *mark_disp;   /* [max_marks] dispatches recorded before it */
+    double *mark_ns;       /* [max_marks] */
+    double prof_ns[P_N];
+    uint32_t prof_disp[P_N], prof_steps;
 } vk_session;
 
 /* ------------------------------------------------------------------ helpers */
@@ -342,6 +358,10 @@ static void vk_session_free(ms_session *s) {
     if (!S) return;
     ms_vk *vk = S->M->vk;
     for (uint32_t i = 0; i <= MS_VK_BATCH; i++) ms_vk_cmd_free(S->cmd[i]);
+    ms_vk_cmd_free(S->cmd_prof);
+    ms_free(S->mark_cls);
+    ms_free(S->mark_disp);
+    ms_free(S->mark_ns);
     const ms_v4_config *c = &S->M->ref->cfg;
     if (S->ls)
         for (uint32_t li = 0; li < c->n_layers; li++) {
@@ -501,6 +521,19 @@ static ms_vk_range at(const ms_vk_buf *b, uint64_t off) {
     return ms_vk_buf_range(b, off, b->size - off);
 }
 
+/* End of an op class in the profiled recording: a timestamp after all work so far. */
+static int mark(vk_session *S, ms_vk_cmd *cmd, int cls) {
+    if (!S->rec_prof) return 0;
+    if (S->n_marks == S->max_marks) return -MS_E_RANGE;
+    ms_vk_cmd_counts k;
+    ms_vk_cmd_get_counts(cmd, &k);
+    TRY(ms_vk_cmd_timestamp(cmd, NULL));
+    S->mark_cls[S->n_marks] = (uint8_t)cls;
+    S->mark_disp[S->n_marks] = k.dispatches;
+    S->n_marks++;
+    return 0;
+}
+
 static int gemv(ms_vk_cmd *cmd, const ms_vk_weight *w, const ms_vk_buf *x, uint32_t x_stride,
                 const ms_vk_buf *y, uint32_t y_stride, uint32_t n) {
     TRY(ms_vk_rec_gemv(cmd, w, whole(x), x_stride, whole(y), y_stride, n, NULL));
@@ -529,6 +562,7 @@ static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n)
     ms_vk_cmd_barrier(cmd);
     TRY(gemv(cmd, &L->wq_b, &S->qr, ql, &S->q, qdim, n));
     TRY(ms_vk_rec_rope(cmd, whole(&S->q), cs, n, H, hd, hd, qdim, nope, rd, true, eps, false));
+    TRY(mark(S, cmd, P_Q));
     /* the KV latent: wkv -> kv_norm -> RoPE -> e4m3 -> the ring */
     TRY(gemv(cmd, &L->wkv, &S->x, dim, &S->kv, hd, n));
     TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->kv), whole(&L->kv_norm), MS_WENC_BF16, whole(&S->kv), hd, n, eps));
@@ -541,6 +575,7 @@ static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n)
     }
     TRY(ms_vk_rec_kv_store(cmd, whole(&S->kv), whole(&st->ring), pos, n, hd, S->ring_len));
     ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_KV));
 
     if (r == 4) {
         /* indexer: queries from qr (RoPE, Hadamard, FP4), head weights from x, its compressor,
@@ -562,6 +597,7 @@ static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n)
                               whole(&S->idx_scratch), whole(&S->sel), n, nI, dI, 4, c->index_topk,
                               st->idx_n_rows ? st->idx_n_rows : 1, M->idx_w_scale));
         ms_vk_cmd_barrier(cmd);
+        TRY(mark(S, cmd, P_INDEXER));
     }
     if (r) {
         uint32_t w = L->cmp.coff * hd;
@@ -573,6 +609,7 @@ static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n)
                                whole(&st->cmp_score), whole(&st->cmp_rows), n, r, L->cmp.coff, hd,
                                rd, st->cmp_n_rows, eps, M->fq_kv ? 1 : 0, false));
         ms_vk_cmd_barrier(cmd);
+        TRY(mark(S, cmd, P_COMPRESS));
     }
 
     /* sparse attention over window + compressed rows, then the inverse RoPE of the output */
@@ -584,6 +621,7 @@ static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n)
     ms_vk_cmd_barrier(cmd);
     TRY(ms_vk_rec_rope(cmd, whole(&S->o), cs, n, H, hd, hd, qdim, nope, rd, false, eps, true));
     ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_ATTENTION));
 
     /* grouped output projection: group g's heads through its rows of wo_a, then wo_b */
     uint32_t gin = qdim / G;
@@ -603,7 +641,8 @@ static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n)
         }
     }
     ms_vk_cmd_barrier(cmd);
-    return gemv(cmd, &L->wo_b, &S->u, G * ol, &S->y, dim, n);
+    TRY(gemv(cmd, &L->wo_b, &S->u, G * ol, &S->y, dim, n));
+    return mark(S, cmd, P_OPROJ);
 }
 
 /* MoE sub-layer of layer li for n tokens: x (after ffn_norm) -> y. */
@@ -623,15 +662,17 @@ static int rec_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n) {
     TRY(ms_vk_rec_moe_up(cmd, &L->sh_layout, whole(&L->sh_pool), whole(&M->sh_slots), 1,
                          whole(&M->zero_idx), whole(&M->ones), whole(&S->x), whole(&S->sh_act), n, 1, limit));
     ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_ROUTER));
     TRY(ms_vk_rec_moe_down(cmd, &L->sh_layout, whole(&L->sh_pool), whole(&M->sh_slots), 1,
                            whole(&M->zero_idx), whole(&S->sh_act), whole(&S->zeros), whole(&S->ysh), n, 1));
     TRY(ms_vk_rec_moe_up(cmd, &L->ex_layout, whole(&L->pool), whole(&L->slots), E, whole(&S->route),
                          whole(&S->rw), whole(&S->x), whole(&S->act), n, K, limit));
     ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_EXPERTS_UP));
     TRY(ms_vk_rec_moe_down(cmd, &L->ex_layout, whole(&L->pool), whole(&L->slots), E, whole(&S->route),
                            whole(&S->act), whole(&S->ysh), whole(&S->y), n, K));
     ms_vk_cmd_barrier(cmd);
-    return 0;
+    return mark(S, cmd, P_EXPERTS_DOWN);
 }
 
 /* mHC pre of one sub-layer: streams h -> x (normed by norm), post, comb. */
@@ -647,7 +688,7 @@ static int rec_hc_pre(vk_session *S, ms_vk_cmd *cmd, const ms_vk_buf *h, const m
     TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->x), whole(norm), MS_WENC_BF16, whole(&S->x), c->dim, n,
                           (float)c->rms_norm_eps));
     ms_vk_cmd_barrier(cmd);
-    return 0;
+    return mark(S, cmd, P_HC_PRE);
 }
 
 /* The whole forward pass of n <= MS_VK_BATCH tokens whose step data is in S->step_host. */
@@ -656,11 +697,14 @@ static int record(vk_session *S, ms_vk_cmd *cmd, uint32_t n) {
     const ms_v4_config *c = &M->ref->cfg;
     uint32_t hc = c->hc_mult, dim = c->dim;
     TRY(ms_vk_cmd_begin(cmd));
+    S->n_marks = 0;
     ms_vk_cmd_copy(cmd, whole(&S->step_host), whole(&S->step));
     ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, 0xff));
     TRY(ms_vk_rec_hc_embed(cmd, ms_vk_buf_range(&S->step, S->sl.tokens, (uint64_t)n * 4), whole(&M->embed),
                            whole(&S->h[0]), c->vocab_size, dim, hc, n));
     ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_EMBED));
     uint32_t cur = 0;
     ms_vk_cmd_counts k0, k1;
     ms_vk_cmd_get_counts(cmd, &k0);
@@ -679,6 +723,7 @@ static int record(vk_session *S, ms_vk_cmd *cmd, uint32_t n) {
             TRY(ms_vk_rec_hc_post(cmd, whole(&S->y), whole(h), whole(&S->post), whole(&S->comb),
                                   whole(&S->h[cur ^ 1]), dim, hc, n));
             ms_vk_cmd_barrier(cmd);
+            TRY(mark(S, cmd, P_HC_POST));
             cur ^= 1;
         }
     }
@@ -699,6 +744,7 @@ static int record(vk_session *S, ms_vk_cmd *cmd, uint32_t n) {
     TRY(gemv(cmd, &M->head, &S->hfin, dim, &S->logits, c->vocab_size, n));
     ms_vk_cmd_copy(cmd, ms_vk_buf_range(&S->logits, 0, (uint64_t)n * c->vocab_size * 4),
                    whole(&S->logits_host));
+    TRY(mark(S, cmd, P_HEAD));
     ms_vk_cmd_get_counts(cmd, &k1);
     if (n == 1) S->total_dispatches = k1.dispatches;
     return ms_vk_cmd_end(cmd);
@@ -724,6 +770,20 @@ static void write_step(vk_session *S, const ms_ref_model *R, const uint32_t *tok
     }
 }
 
+/* Adds the last profiled run's class times to the sums. */
+static int prof_add(vk_session *S) {
+    TRY(ms_vk_cmd_timestamps(S->cmd_prof, S->mark_ns, S->n_marks));
+    uint32_t disp[P_N] = {0};
+    for (uint32_t i = 1; i < S->n_marks; i++) {
+        uint32_t k = S->mark_cls[i];
+        S->prof_ns[k] += S->mark_ns[i] - S->mark_ns[i - 1];
+        disp[k] += S->mark_disp[i] - S->mark_disp[i - 1];
+    }
+    memcpy(S->prof_disp, disp, sizeof disp);
+    S->prof_steps++;
+    return 0;
+}
+
 static int vk_forward(ms_session *s, const uint32_t *tokens, uint32_t n, float *logits) {
     vk_session *S = s->backend;
     const ms_v4_config *c = &S->M->ref->cfg;
@@ -731,17 +791,23 @@ static int vk_forward(ms_session *s, const uint32_t *tokens, uint32_t n, float *
     uint32_t pos = s->pos;
     for (uint32_t t0 = 0; t0 < n; t0 += MS_VK_BATCH) {
         uint32_t b = n - t0 < MS_VK_BATCH ? n - t0 : MS_VK_BATCH;
-        if (!S->cmd[b]) TRY(ms_vk_cmd_create(vk, 0, &S->cmd[b]));
-        if (!S->recorded[b]) {
-            int rc = record(S, S->cmd[b], b);
+        bool prof = S->profiling && b == 1;
+        ms_vk_cmd **cmd = prof ? &S->cmd_prof : &S->cmd[b];
+        bool *recorded = prof ? &S->prof_recorded : &S->recorded[b];
+        if (!*cmd) TRY(ms_vk_cmd_create(vk, prof ? S->max_marks : 0, cmd));
+        if (!*recorded) {
+            S->rec_prof = prof;
+            int rc = record(S, *cmd, b);
+            S->rec_prof = false;
             if (rc) {
                 MS_LOGE("vulkan: recording the forward pass of %u token(s) failed: %s", b, ms_strerror(rc));
                 return rc;
             }
-            S->recorded[b] = true;
+            *recorded = true;
         }
         write_step(S, S->M->ref, tokens + t0, b, pos + t0);
-        TRY(ms_vk_cmd_run(S->cmd[b]));
+        TRY(ms_vk_cmd_run(*cmd));
+        if (prof) TRY(prof_add(S));
         TRY(ms_vk_buf_invalidate(vk, &S->logits_host));
         memcpy(logits + (size_t)t0 * c->vocab_size, S->logits_host.map, (size_t)b * c->vocab_size * 4);
     }
@@ -773,6 +839,43 @@ static void vk_stats(const ms_session *s, ms_session_stats *out) {
     }
 }
 
+static int vk_set_profiling(ms_session *s, bool on) {
+    vk_session *S = s->backend;
+    const ms_vk_caps *caps = ms_vk_get_caps(S->M->vk);
+    if (on && (!caps->timestamp_valid_bits || caps->timestamp_period_ns <= 0)) {
+        MS_LOGE("vulkan: profiling needs timestamps, which the compute queue of %s does not have",
+                caps->device_name);
+        return -MS_E_UNSUPPORTED;
+    }
+    if (on && !S->mark_cls) {
+        S->max_marks = 4 + S->M->ref->cfg.n_layers * 16;
+        S->mark_cls = ms_malloc(S->max_marks);
+        S->mark_disp = ms_malloc((size_t)S->max_marks * sizeof *S->mark_disp);
+        S->mark_ns = ms_malloc((size_t)S->max_marks * sizeof *S->mark_ns);
+        if (!S->mark_cls || !S->mark_disp || !S->mark_ns) return -MS_E_NOMEM;
+    }
+    S->profiling = on;
+    if (on) {
+        memset(S->prof_ns, 0, sizeof S->prof_ns);
+        memset(S->prof_disp, 0, sizeof S->prof_disp);
+        S->prof_steps = 0;
+    }
+    return 0;
+}
+
+static int vk_get_profile(const ms_session *s, ms_profile *out) {
+    const vk_session *S = s->backend;
+    out->steps = S->prof_steps;
+    for (uint32_t k = 0; k < P_N; k++) {
+        if (!S->prof_disp[k] && S->prof_ns[k] == 0) continue; /* a class this model lacks */
+        out->cls[out->n_classes].name = prof_names[k];
+        out->cls[out->n_classes].gpu_ns = S->prof_ns[k];
+        out->cls[out->n_classes].dispatches = S->prof_disp[k];
+        out->n_classes++;
+    }
+    return 0;
+}
+
 static int vk_nonfinite(const ms_session *s, uint32_t *pos, uint32_t *layer, const char **stage) {
     (void)s, (void)pos, (void)layer, (void)stage;
     return -MS_E_UNSUPPORTED;
@@ -789,4 +892,6 @@ const ms_backend_ops ms_backend_vk_ops = {
     .nonfinite = vk_nonfinite,
     .info = vk_info,
     .stats = vk_stats,
+    .set_profiling = vk_set_profiling,
+    .get_profile = vk_get_profile,
 };

@@ -270,6 +270,17 @@ int ms_engine_get_info(ms_engine *e, bool measure_bandwidth, ms_engine_info *out
     return e->ops->info(e, measure_bandwidth, out);
 }
 
+int ms_session_set_profiling(ms_session *s, bool on) {
+    if (!s) return -MS_E_INVALID_ARG;
+    return s->e->ops->set_profiling ? s->e->ops->set_profiling(s, on) : -MS_E_UNSUPPORTED;
+}
+
+int ms_session_get_profile(const ms_session *s, ms_profile *out) {
+    if (!s || !out) return -MS_E_INVALID_ARG;
+    memset(out, 0, sizeof *out);
+    return s->e->ops->get_profile ? s->e->ops->get_profile(s, out) : -MS_E_UNSUPPORTED;
+}
+
 void ms_session_get_stats(const ms_session *s, ms_session_stats *out) {
     memset(out, 0, sizeof *out);
     if (s) s->e->ops->stats(s, out);

@@ -104,6 +104,25 @@ typedef struct ms_session_stats {
 } ms_session_stats;
 void ms_session_get_stats(const ms_session *s, ms_session_stats *out);
 
+/* GPU time per op class of one-token decode steps (Vulkan; the CPU backend: -MS_E_UNSUPPORTED).
+ * While profiling is on, every one-token step runs a second recording of the forward pass with a
+ * timestamp after each op class (the same work and the same output, a little slower: the
+ * timestamps serialise what would overlap), and the times add up until profiling is switched on
+ * again. Classes are named by the backend ("hc_pre", "attention", "experts_up", ...); a class's
+ * time is that from the end of the work before it to the end of its own. */
+#define MS_PROFILE_MAX_CLASSES 24
+typedef struct ms_profile {
+    uint32_t steps;     /* one-token steps profiled since profiling was switched on */
+    uint32_t n_classes; /* in the order of the forward pass */
+    struct {
+        const char *name;
+        double gpu_ns;       /* summed over the steps */
+        uint32_t dispatches; /* per step */
+    } cls[MS_PROFILE_MAX_CLASSES];
+} ms_profile;
+int ms_session_set_profiling(ms_session *s, bool on); /* on: clears the sums */
+int ms_session_get_profile(const ms_session *s, ms_profile *out);
+
 uint32_t ms_session_pos(const ms_session *s);
 uint32_t ms_session_max_tokens(const ms_session *s);
 

@@ -20,6 +20,8 @@ typedef struct ms_backend_ops {
     /* device name, bandwidth (when measure); the common code fills the rest */
     int (*info)(ms_engine *e, bool measure, ms_engine_info *out);
     void (*stats)(const ms_session *s, ms_session_stats *out);
+    int (*set_profiling)(ms_session *s, bool on);           /* NULL: not supported */
+    int (*get_profile)(const ms_session *s, ms_profile *out); /* NULL: not supported */
 } ms_backend_ops;
 
 #define MS_ENGINE_CHUNK 16u /* tokens per forward call when only the last logits are wanted */
