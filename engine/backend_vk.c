@@ -77,11 +77,11 @@ typedef struct vk_step_layout {
 } vk_step_layout;
 
 /* Op classes of the profiled recording (ms_session_set_profiling), in forward-pass order. */
-enum { P_EMBED, P_HC_PRE, P_Q, P_KV, P_INDEXER, P_COMPRESS, P_ATTENTION, P_OPROJ, P_HC_POST, P_ROUTER,
-       P_EXPERTS_UP, P_EXPERTS_DOWN, P_HEAD, P_N };
+enum { P_EMBED, P_HC_PRE, P_ATTN_PROJ, P_ATTN_PREP, P_INDEXER, P_ATTENTION, P_OPROJ, P_HC_POST, P_GATE,
+       P_ROUTER, P_EXPERTS_UP, P_EXPERTS_DOWN, P_HEAD, P_N };
 static const char *const prof_names[P_N] = {
-    "embed", "hc_pre", "q_proj", "kv_proj", "indexer", "compressor", "attention", "o_proj",
-    "hc_post", "router+shared_up", "experts_up", "experts_down", "head"};
+    "embed", "hc_pre", "attn_projections", "attn_norm_rope_compress", "indexer", "attention", "o_proj",
+    "hc_post", "gate+shared_up", "router+shared_down", "experts_up", "experts_down", "head"};
 
 typedef struct vk_session {
     vk_model *M;
@@ -98,6 +98,7 @@ typedef struct vk_session {
     uint32_t layer_dispatches, layer_barriers, total_dispatches;
     /* profiling: a one-token recording with a timestamp after each op class (mark) */
     bool profiling, rec_prof, prof_recorded;
+    bool select_all; /* max_tokens / 4 <= index_topk: the indexer would always select every block */
     ms_vk_cmd *cmd_prof;
     uint32_t n_marks, max_marks;
     uint8_t *mark_cls;     /* [max_marks] the class each timestamp ends (0xff: the start) */
@@ -499,6 +500,17 @@ static int vk_session_create(ms_session *s) {
         rc = ms_vk_cmd_end(S->cmd[0]);
         if (!rc) rc = ms_vk_cmd_run(S->cmd[0]);
     }
+    /* A session that can never hold more compressed blocks than the indexer selects needs no
+     * indexer: its selection is always every block, in order (the same list the indexer would
+     * write), so sel holds 0, 1, ... for every token once and the indexer is not recorded. */
+    S->select_all = c->index_topk && s->max_tokens / 4 <= c->index_topk;
+    if (!rc && S->select_all) {
+        uint32_t *all = ms_malloc((size_t)B * topk * 4);
+        if (!all) rc = -MS_E_NOMEM;
+        for (uint64_t i = 0; !rc && i < B * topk; i++) all[i] = (uint32_t)(i % topk);
+        if (!rc) rc = ms_vk_upload(vk, &S->sel, 0, all, B * topk * 4);
+        ms_free(all);
+    }
     if (!rc) rc = state_reset(S);
     if (rc) vk_session_free(s);
     return rc;
@@ -534,14 +546,18 @@ static int mark(vk_session *S, ms_vk_cmd *cmd, int cls) {
     return 0;
 }
 
+/* No barrier: the caller puts one after each wave of independent work. */
 static int gemv(ms_vk_cmd *cmd, const ms_vk_weight *w, const ms_vk_buf *x, uint32_t x_stride,
                 const ms_vk_buf *y, uint32_t y_stride, uint32_t n) {
-    TRY(ms_vk_rec_gemv(cmd, w, whole(x), x_stride, whole(y), y_stride, n, NULL));
-    ms_vk_cmd_barrier(cmd);
-    return 0;
+    return ms_vk_rec_gemv(cmd, w, whole(x), x_stride, whole(y), y_stride, n, NULL);
 }
 
-/* Attention sub-layer of layer li for n tokens: x (after attn_norm) -> y. */
+/* Attention sub-layer of layer li for n tokens: x (after attn_norm) -> y.
+ * Recorded in waves of independent work with one barrier after each (a barrier costs ~3.6 us on
+ * the H200, far more than a dispatch): every projection of x; the norms and the compressors'
+ * pooling; wq_b, the indexer's queries, the latent's RoPE and the compressors' emission; the
+ * queries' RoPE and the latent's rounding; the ring write and the indexer queries' rounding;
+ * then the indexer, attention and the output projection, which depend on all of it. */
 static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n) {
     const vk_model *M = S->M;
     const ms_v4_config *c = &M->ref->cfg;
@@ -554,69 +570,74 @@ static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n)
     const float eps = (float)c->rms_norm_eps;
     const uint64_t cs_bytes = (uint64_t)n * rd * 4;
     ms_vk_range cs = ms_vk_buf_range(&S->step, r ? sl->cs_cmp : sl->cs_base, cs_bytes);
+    ms_vk_range csr = ms_vk_buf_range(&S->step, sl->cs_ratio[L->cs_ratio_slot], cs_bytes);
     ms_vk_range pos = ms_vk_buf_range(&S->step, sl->pos, 4);
+    /* the indexer runs unless this session can never hold more blocks than it selects */
+    const bool idx = r == 4 && !S->select_all;
+    const uint32_t cw = r ? L->cmp.coff * hd : 0;
+#define IDX_CMP(phase)                                                                                 \
+    ms_vk_rec_compress_phase(cmd, whole(&S->ia), whole(&S->ig), 2 * dI, whole(&L->idx_cmp.ape),        \
+                             whole(&L->idx_cmp.norm), csr, pos, whole(&st->idx_kv), whole(&st->idx_score), \
+                             whole(&st->idx_rows), n, 4, 2, dI, rd, st->idx_n_rows, eps,               \
+                             M->fq_idx ? 2 : 0, true, phase)
+#define CMP(phase)                                                                                     \
+    ms_vk_rec_compress_phase(cmd, whole(&S->ca), whole(&S->cg), cw, whole(&L->cmp.ape),                \
+                             whole(&L->cmp.norm), csr, pos, whole(&st->cmp_kv), whole(&st->cmp_score),  \
+                             whole(&st->cmp_rows), n, r, L->cmp.coff, hd, rd, st->cmp_n_rows, eps,     \
+                             M->fq_kv ? 1 : 0, false, phase)
 
-    /* queries: wq_a -> q_norm -> wq_b -> per-head RMS + RoPE */
+    /* 1: every projection of x */
     TRY(gemv(cmd, &L->wq_a, &S->x, dim, &S->qr, ql, n));
-    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->qr), whole(&L->q_norm), MS_WENC_BF16, whole(&S->qr), ql, n, eps));
-    ms_vk_cmd_barrier(cmd);
-    TRY(gemv(cmd, &L->wq_b, &S->qr, ql, &S->q, qdim, n));
-    TRY(ms_vk_rec_rope(cmd, whole(&S->q), cs, n, H, hd, hd, qdim, nope, rd, true, eps, false));
-    TRY(mark(S, cmd, P_Q));
-    /* the KV latent: wkv -> kv_norm -> RoPE -> e4m3 -> the ring */
     TRY(gemv(cmd, &L->wkv, &S->x, dim, &S->kv, hd, n));
-    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->kv), whole(&L->kv_norm), MS_WENC_BF16, whole(&S->kv), hd, n, eps));
-    ms_vk_cmd_barrier(cmd);
-    TRY(ms_vk_rec_rope(cmd, whole(&S->kv), cs, n, 1, hd, hd, hd, nope, rd, false, eps, false));
-    ms_vk_cmd_barrier(cmd);
-    if (M->fq_kv) {
-        TRY(ms_vk_rec_fq(cmd, whole(&S->kv), n, hd, nope, 1, false));
-        ms_vk_cmd_barrier(cmd);
-    }
-    TRY(ms_vk_rec_kv_store(cmd, whole(&S->kv), whole(&st->ring), pos, n, hd, S->ring_len));
-    ms_vk_cmd_barrier(cmd);
-    TRY(mark(S, cmd, P_KV));
-
-    if (r == 4) {
-        /* indexer: queries from qr (RoPE, Hadamard, FP4), head weights from x, its compressor,
-         * then the selection */
-        TRY(gemv(cmd, &L->idx_wq_b, &S->qr, ql, &S->qi, nI * dI, n));
-        TRY(ms_vk_rec_rope(cmd, whole(&S->qi), cs, n, nI, dI, dI, nI * dI, dI - rd, rd, false, eps, false));
-        ms_vk_cmd_barrier(cmd);
-        TRY(ms_vk_rec_fq(cmd, whole(&S->qi), n * nI, dI, dI, M->fq_idx ? 2 : 0, true));
+    if (idx) {
         TRY(gemv(cmd, &L->idx_wproj, &S->x, dim, &S->wi, nI, n));
         TRY(gemv(cmd, &L->idx_cmp.wkv, &S->x, dim, &S->ia, 2 * dI, n));
         TRY(gemv(cmd, &L->idx_cmp.wgate, &S->x, dim, &S->ig, 2 * dI, n));
-        ms_vk_range csr = ms_vk_buf_range(&S->step, sl->cs_ratio[L->cs_ratio_slot], cs_bytes);
-        TRY(ms_vk_rec_compress(cmd, whole(&S->ia), whole(&S->ig), 2 * dI, whole(&L->idx_cmp.ape),
-                               whole(&L->idx_cmp.norm), csr, pos, whole(&st->idx_kv),
-                               whole(&st->idx_score), whole(&st->idx_rows), n, 4, 2, dI, rd,
-                               st->idx_n_rows, eps, M->fq_idx ? 2 : 0, true));
-        ms_vk_cmd_barrier(cmd);
+    }
+    if (r) {
+        TRY(gemv(cmd, &L->cmp.wkv, &S->x, dim, &S->ca, cw, n));
+        TRY(gemv(cmd, &L->cmp.wgate, &S->x, dim, &S->cg, cw, n));
+    }
+    ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_ATTN_PROJ));
+    /* 2: q_norm, kv_norm, the compressors' pooling */
+    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->qr), whole(&L->q_norm), MS_WENC_BF16, whole(&S->qr), ql, n, eps));
+    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->kv), whole(&L->kv_norm), MS_WENC_BF16, whole(&S->kv), hd, n, eps));
+    if (idx) TRY(IDX_CMP(MS_VK_COMPRESS_POOL));
+    if (r) TRY(CMP(MS_VK_COMPRESS_POOL));
+    ms_vk_cmd_barrier(cmd);
+    /* 3: wq_b, the indexer's queries, the latent's RoPE, the compressors' emission */
+    TRY(gemv(cmd, &L->wq_b, &S->qr, ql, &S->q, qdim, n));
+    if (idx) TRY(gemv(cmd, &L->idx_wq_b, &S->qr, ql, &S->qi, nI * dI, n));
+    TRY(ms_vk_rec_rope(cmd, whole(&S->kv), cs, n, 1, hd, hd, hd, nope, rd, false, eps, false));
+    if (idx) TRY(IDX_CMP(MS_VK_COMPRESS_EMIT));
+    if (r) TRY(CMP(MS_VK_COMPRESS_EMIT));
+    ms_vk_cmd_barrier(cmd);
+    /* 4: per-head RMS + RoPE of the queries, the indexer queries' RoPE, the latent's e4m3 */
+    TRY(ms_vk_rec_rope(cmd, whole(&S->q), cs, n, H, hd, hd, qdim, nope, rd, true, eps, false));
+    if (idx) TRY(ms_vk_rec_rope(cmd, whole(&S->qi), cs, n, nI, dI, dI, nI * dI, dI - rd, rd, false, eps, false));
+    if (M->fq_kv) TRY(ms_vk_rec_fq(cmd, whole(&S->kv), n, hd, nope, 1, false));
+    ms_vk_cmd_barrier(cmd);
+    /* 5: the latent into the ring, the indexer queries' Hadamard + FP4 */
+    TRY(ms_vk_rec_kv_store(cmd, whole(&S->kv), whole(&st->ring), pos, n, hd, S->ring_len));
+    if (idx) TRY(ms_vk_rec_fq(cmd, whole(&S->qi), n * nI, dI, dI, M->fq_idx ? 2 : 0, true));
+    ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_ATTN_PREP));
+#undef IDX_CMP
+#undef CMP
+    if (idx) {
         TRY(ms_vk_rec_indexer(cmd, whole(&S->qi), whole(&S->wi), whole(&st->idx_rows), pos,
                               whole(&S->idx_scratch), whole(&S->sel), n, nI, dI, 4, c->index_topk,
                               st->idx_n_rows ? st->idx_n_rows : 1, M->idx_w_scale));
         ms_vk_cmd_barrier(cmd);
         TRY(mark(S, cmd, P_INDEXER));
     }
-    if (r) {
-        uint32_t w = L->cmp.coff * hd;
-        TRY(gemv(cmd, &L->cmp.wkv, &S->x, dim, &S->ca, w, n));
-        TRY(gemv(cmd, &L->cmp.wgate, &S->x, dim, &S->cg, w, n));
-        ms_vk_range csr = ms_vk_buf_range(&S->step, sl->cs_ratio[L->cs_ratio_slot], cs_bytes);
-        TRY(ms_vk_rec_compress(cmd, whole(&S->ca), whole(&S->cg), w, whole(&L->cmp.ape),
-                               whole(&L->cmp.norm), csr, pos, whole(&st->cmp_kv),
-                               whole(&st->cmp_score), whole(&st->cmp_rows), n, r, L->cmp.coff, hd,
-                               rd, st->cmp_n_rows, eps, M->fq_kv ? 1 : 0, false));
-        ms_vk_cmd_barrier(cmd);
-        TRY(mark(S, cmd, P_COMPRESS));
-    }
 
     /* sparse attention over window + compressed rows, then the inverse RoPE of the output */
     TRY(ms_vk_rec_attention(cmd, whole(&S->q), whole(&st->ring), r ? whole(&st->cmp_rows) : whole(&st->ring),
-                            r == 4 ? whole(&S->sel) : whole(&S->sel), whole(&L->sink), pos, whole(&S->o),
+                            whole(&S->sel), whole(&L->sink), pos, whole(&S->o),
                             whole(&S->att_scratch), n, H, hd, c->window, S->ring_len, r,
-                            r == 4 ? c->index_topk : 0, r ? (st->cmp_n_rows ? st->cmp_n_rows : 0) : 0,
+                            r == 4 ? c->index_topk : 0, r ? st->cmp_n_rows : 0,
                             (float)(1.0 / sqrt((double)hd))));
     ms_vk_cmd_barrier(cmd);
     TRY(ms_vk_rec_rope(cmd, whole(&S->o), cs, n, H, hd, hd, qdim, nope, rd, false, eps, true));
@@ -642,10 +663,13 @@ static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n)
     }
     ms_vk_cmd_barrier(cmd);
     TRY(gemv(cmd, &L->wo_b, &S->u, G * ol, &S->y, dim, n));
+    ms_vk_cmd_barrier(cmd);
     return mark(S, cmd, P_OPROJ);
 }
 
-/* MoE sub-layer of layer li for n tokens: x (after ffn_norm) -> y. */
+/* MoE sub-layer of layer li for n tokens: x (after ffn_norm) -> y, in four waves: the gate GEMV
+ * and the shared expert's gate/up; the router and the shared expert's down projection (into ysh);
+ * the routed experts' gate/up; their down projections summed onto ysh. */
 static int rec_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n) {
     const vk_model *M = S->M;
     const ms_v4_config *c = &M->ref->cfg;
@@ -655,16 +679,17 @@ static int rec_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n) {
     ms_vk_range tokens = ms_vk_buf_range(&S->step, S->sl.tokens, (uint64_t)n * 4);
     bool hash = L->tid2eid.buffer != VK_NULL_HANDLE;
     TRY(gemv(cmd, &L->gate, &S->x, c->dim, &S->glog, E, n));
-    TRY(ms_vk_rec_router(cmd, whole(&S->glog), hash ? tokens : whole(&L->gate_bias), tokens,
-                         hash ? whole(&L->tid2eid) : tokens, whole(&S->route), whole(&S->rw), n, E, K,
-                         c->vocab_size, hash, c->norm_topk_prob, (float)c->routed_scaling_factor));
-    /* the shared expert (weight 1) into ysh, independent of the routing */
     TRY(ms_vk_rec_moe_up(cmd, &L->sh_layout, whole(&L->sh_pool), whole(&M->sh_slots), 1,
                          whole(&M->zero_idx), whole(&M->ones), whole(&S->x), whole(&S->sh_act), n, 1, limit));
     ms_vk_cmd_barrier(cmd);
-    TRY(mark(S, cmd, P_ROUTER));
+    TRY(mark(S, cmd, P_GATE));
+    TRY(ms_vk_rec_router(cmd, whole(&S->glog), hash ? tokens : whole(&L->gate_bias), tokens,
+                         hash ? whole(&L->tid2eid) : tokens, whole(&S->route), whole(&S->rw), n, E, K,
+                         c->vocab_size, hash, c->norm_topk_prob, (float)c->routed_scaling_factor));
     TRY(ms_vk_rec_moe_down(cmd, &L->sh_layout, whole(&L->sh_pool), whole(&M->sh_slots), 1,
                            whole(&M->zero_idx), whole(&S->sh_act), whole(&S->zeros), whole(&S->ysh), n, 1));
+    ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_ROUTER));
     TRY(ms_vk_rec_moe_up(cmd, &L->ex_layout, whole(&L->pool), whole(&L->slots), E, whole(&S->route),
                          whole(&S->rw), whole(&S->x), whole(&S->act), n, K, limit));
     ms_vk_cmd_barrier(cmd);
@@ -675,18 +700,16 @@ static int rec_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n) {
     return mark(S, cmd, P_EXPERTS_DOWN);
 }
 
-/* mHC pre of one sub-layer: streams h -> x (normed by norm), post, comb. */
+/* mHC pre of one sub-layer: streams h -> x (normed by norm, fused into hc_pre), post, comb. */
 static int rec_hc_pre(vk_session *S, ms_vk_cmd *cmd, const ms_vk_buf *h, const ms_vk_weight *fn,
                       const ms_vk_buf *scale, const ms_vk_buf *base, const ms_vk_buf *norm, uint32_t n) {
     const ms_v4_config *c = &S->M->ref->cfg;
     uint32_t hc = c->hc_mult, mixn = (2 + hc) * hc;
     TRY(gemv(cmd, fn, h, hc * c->dim, &S->mix, mixn, n));
-    TRY(ms_vk_rec_hc_pre(cmd, whole(&S->mix), whole(h), whole(scale), whole(base), whole(&S->x),
-                         whole(&S->post), whole(&S->comb), c->dim, hc, n, c->hc_sinkhorn_iters,
-                         (float)c->hc_eps, (float)c->rms_norm_eps, false));
     ms_vk_cmd_barrier(cmd);
-    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->x), whole(norm), MS_WENC_BF16, whole(&S->x), c->dim, n,
-                          (float)c->rms_norm_eps));
+    TRY(ms_vk_rec_hc_pre(cmd, whole(&S->mix), whole(h), whole(scale), whole(base), whole(&S->x),
+                         whole(&S->post), whole(&S->comb), whole(norm), c->dim, hc, n, c->hc_sinkhorn_iters,
+                         (float)c->hc_eps, (float)c->rms_norm_eps, false));
     ms_vk_cmd_barrier(cmd);
     return mark(S, cmd, P_HC_PRE);
 }
@@ -734,14 +757,14 @@ static int record(vk_session *S, ms_vk_cmd *cmd, uint32_t n) {
     }
     /* hc_head, final norm, lm_head */
     TRY(gemv(cmd, &M->hc_head_fn, &S->h[cur], hc * dim, &S->mix, hc, n));
-    TRY(ms_vk_rec_hc_pre(cmd, whole(&S->mix), whole(&S->h[cur]), whole(&M->hc_head_scale),
-                         whole(&M->hc_head_base), whole(&S->hfin), whole(&S->post), whole(&S->comb), dim,
-                         hc, n, c->hc_sinkhorn_iters, (float)c->hc_eps, (float)c->rms_norm_eps, true));
     ms_vk_cmd_barrier(cmd);
-    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->hfin), whole(&M->norm), MS_WENC_BF16, whole(&S->hfin), dim, n,
-                          (float)c->rms_norm_eps));
+    TRY(ms_vk_rec_hc_pre(cmd, whole(&S->mix), whole(&S->h[cur]), whole(&M->hc_head_scale),
+                         whole(&M->hc_head_base), whole(&S->hfin), whole(&S->post), whole(&S->comb),
+                         whole(&M->norm), dim, hc, n, c->hc_sinkhorn_iters, (float)c->hc_eps,
+                         (float)c->rms_norm_eps, true));
     ms_vk_cmd_barrier(cmd);
     TRY(gemv(cmd, &M->head, &S->hfin, dim, &S->logits, c->vocab_size, n));
+    ms_vk_cmd_barrier(cmd);
     ms_vk_cmd_copy(cmd, ms_vk_buf_range(&S->logits, 0, (uint64_t)n * c->vocab_size * 4),
                    whole(&S->logits_host));
     TRY(mark(S, cmd, P_HEAD));

@@ -9,6 +9,8 @@
  *     b[hc+j]); comb = Sinkhorn(softmax rows of mix[2hc..] s2 + b[2hc..], + hc_eps)
  *   head mode:  pre[j] = sigmoid(mix[j] s0 + b[j]) + hc_eps (no post, no comb)
  *   x[t][i] = sum_c pre[c] h[t][c][i]
+ *   with norm: then x[t] = RMSNorm(x[t]) * w (eps rms_eps; as ms_ref_rmsnorm), the sub-layer's
+ *   attn_norm / ffn_norm fused in (one dispatch and one barrier fewer per sub-layer)
  * hc_post, one invocation per (t, k, i):
  *   h[t][k][i] = post[t][k] y[t][i] + sum_j comb[t][j][k] res[t][j][i]
  *
@@ -32,6 +34,7 @@
 #define MS_HC_PRE_BIND_X 4     /* F32 [n][dim] */
 #define MS_HC_PRE_BIND_POST 5  /* F32 [n][hc] (block mode; bound but unused in head mode) */
 #define MS_HC_PRE_BIND_COMB 6  /* F32 [n][hc][hc] comb[j][k]: j source stream, k destination */
+#define MS_HC_PRE_BIND_NORM 7  /* BF16 [dim] RMSNorm weight applied to x (push norm != 0), else unused */
 
 #define MS_HC_PRE_SPEC_WG 0
 #define MS_HC_PRE_SPEC_HEAD 1
@@ -45,6 +48,8 @@ MS_STRUCT_BEGIN(ms_hc_pre_push)
     MS_U32 sinkhorn_iters; /* >= 1 */
     MS_F32 hc_eps;
     MS_F32 rms_eps;
+    MS_U32 norm;           /* 1: RMSNorm x with the BF16 weight at MS_HC_PRE_BIND_NORM */
+    MS_U32 pad0;
 MS_STRUCT_END(ms_hc_pre_push)
 
 #define MS_HC_POST_BIND_Y 0    /* F32 [n][dim] sub-layer output */
@@ -77,7 +82,7 @@ MS_STRUCT_END(ms_hc_embed_push)
 
 #ifndef MS_GLSL
 _Static_assert(sizeof(ms_hc_embed_push) == 20, "ms_hc_embed_push must match its GLSL std430 layout");
-_Static_assert(sizeof(ms_hc_pre_push) == 24, "ms_hc_pre_push must match its GLSL std430 layout");
+_Static_assert(sizeof(ms_hc_pre_push) == 32, "ms_hc_pre_push must match its GLSL std430 layout");
 _Static_assert(sizeof(ms_hc_post_push) == 16, "ms_hc_post_push must match its GLSL std430 layout");
 #endif
 

@@ -8,6 +8,7 @@
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_shader_16bit_storage : require
 
 #include "hc.h"
 
@@ -22,9 +23,10 @@ layout(set = 0, binding = MS_HC_PRE_BIND_MIX, std430) readonly buffer Mbuf { flo
 layout(set = 0, binding = MS_HC_PRE_BIND_H, std430) readonly buffer Hbuf { float hs[]; };
 layout(set = 0, binding = MS_HC_PRE_BIND_SCALE, std430) readonly buffer Sbuf { float scale[]; };
 layout(set = 0, binding = MS_HC_PRE_BIND_BASE, std430) readonly buffer Bbuf { float base[]; };
-layout(set = 0, binding = MS_HC_PRE_BIND_X, std430) writeonly buffer Xbuf { float xs[]; };
+layout(set = 0, binding = MS_HC_PRE_BIND_X, std430) buffer Xbuf { float xs[]; };
 layout(set = 0, binding = MS_HC_PRE_BIND_POST, std430) writeonly buffer Pbuf { float posts[]; };
 layout(set = 0, binding = MS_HC_PRE_BIND_COMB, std430) writeonly buffer Cbuf { float combs[]; };
+layout(set = 0, binding = MS_HC_PRE_BIND_NORM, std430) readonly buffer Nbuf { uint16_t nw[]; };
 
 const uint NSG_MAX = (WG + SG_MIN - 1u) / SG_MIN;
 shared float red[NSG_MAX];
@@ -107,9 +109,22 @@ void main() {
     }
     barrier();
 
+    float xss = 0.0;
     for (uint i = tid; i < p.dim; i += WG) {
         float acc = 0.0;
         for (uint c = 0u; c < hc; c++) acc = fma(pre_s[c], hs[hb + c * p.dim + i], acc);
         xs[t * p.dim + i] = acc;
+        xss = fma(acc, acc, xss);
     }
+    if (p.norm == 0u) return;
+    // RMSNorm of x as shaders/rmsnorm.comp: each invocation rescales the elements it wrote.
+    xss = subgroupAdd(xss);
+    barrier(); // every read of red[] above is done
+    if (subgroupElect()) red[gl_SubgroupID] = xss;
+    barrier();
+    float xtot = 0.0;
+    for (uint g = 0u; g < gl_NumSubgroups; g++) xtot += red[g];
+    const float inv = 1.0 / sqrt(xtot / float(p.dim) + p.rms_eps);
+    for (uint i = tid; i < p.dim; i += WG)
+        xs[t * p.dim + i] = xs[t * p.dim + i] * inv * uintBitsToFloat(uint(nw[i]) << 16);
 }

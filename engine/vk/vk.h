@@ -271,11 +271,13 @@ int ms_vk_rec_rmsnorm(ms_vk_cmd *c, ms_vk_range x, ms_vk_range w, ms_wenc w_enc,
 
 /* mHC pre (shaders/hc.h) for n tokens after the mixing GEMV wrote mixraw [n][mix_n] (mix_n =
  * (2+hc)*hc, or hc with head): h [n][hc][dim], scale F32 [3] ([1] head), base [mix_n];
- * out x [n][dim], post [n][hc] and comb [n][hc][hc] (head: not written, any bound range). */
+ * out x [n][dim], post [n][hc] and comb [n][hc][hc] (head: not written, any bound range).
+ * norm: BF16 [dim], the RMSNorm weight applied to x afterwards (eps rms_eps, as
+ * ms_ref_rmsnorm), or an empty range (size 0) for none. */
 int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_range scale,
                      ms_vk_range base, ms_vk_range x, ms_vk_range post, ms_vk_range comb,
-                     uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters, float hc_eps,
-                     float rms_eps, bool head);
+                     ms_vk_range norm, uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters,
+                     float hc_eps, float rms_eps, bool head);
 
 /* Embedding into the hc streams: tokens U32 [n], embed BF16 [vocab][dim], h [n][hc][dim]. */
 int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_vk_range h,
@@ -324,6 +326,15 @@ int ms_vk_rec_compress(ms_vk_cmd *c, ms_vk_range a, ms_vk_range g, uint32_t in_s
                        ms_vk_range score, ms_vk_range rows, uint32_t n, uint32_t ratio, uint32_t coff,
                        uint32_t d, uint32_t rope_dim, uint32_t n_rows, float eps, uint32_t quant,
                        bool hadamard);
+/* The same in two steps, for callers that interleave independent work between them: phase
+ * MS_VK_COMPRESS_POOL records the pooling dispatch, MS_VK_COMPRESS_EMIT the emission (the caller
+ * puts a barrier between them), BOTH is ms_vk_rec_compress. Same arguments in both calls. */
+enum { MS_VK_COMPRESS_POOL = 1, MS_VK_COMPRESS_EMIT = 2, MS_VK_COMPRESS_BOTH = 3 };
+int ms_vk_rec_compress_phase(ms_vk_cmd *c, ms_vk_range a, ms_vk_range g, uint32_t in_stride, ms_vk_range ape,
+                       ms_vk_range norm, ms_vk_range cs, ms_vk_range pos, ms_vk_range kv,
+                       ms_vk_range score, ms_vk_range rows, uint32_t n, uint32_t ratio, uint32_t coff,
+                       uint32_t d, uint32_t rope_dim, uint32_t n_rows, float eps, uint32_t quant,
+                       bool hadamard, uint32_t phase);
 /* Lightning-indexer selection (V4_SPEC §3.5) for n queries at positions pos0 + t, pos0 = pos[0] (U32,
  * read on the device). q: F32 [n][n_heads][head_dim] (rotated, quantised queries); w: F32 [n][n_heads]
  * the head weights, multiplied by w_scale (in F32) before use; keys: F32 [n_keys][head_dim].
