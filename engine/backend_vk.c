@@ -77,11 +77,11 @@ typedef struct vk_step_layout {
 } vk_step_layout;
 
 /* Op classes of the profiled recording (ms_session_set_profiling), in forward-pass order. */
-enum { P_EMBED, P_HC_PRE, P_ATTN_PROJ, P_ATTN_PREP, P_INDEXER, P_ATTENTION, P_OPROJ, P_HC_POST, P_GATE,
+enum { P_EMBED, P_HC_PRE, P_ATTN_PROJ, P_ATTN_PREP, P_INDEXER, P_ATTENTION, P_OPROJ, P_GATE,
        P_ROUTER, P_EXPERTS_UP, P_EXPERTS_DOWN, P_HEAD, P_N };
 static const char *const prof_names[P_N] = {
-    "embed", "hc_pre", "attn_projections", "attn_norm_rope_compress", "indexer", "attention", "o_proj",
-    "hc_post", "gate+shared_up", "router+shared_down", "experts_up", "experts_down", "head"};
+    "embed", "hc_post+hc_pre", "attn_projections", "attn_norm_rope_compress", "indexer", "attention", "o_proj",
+    "gate+shared_up", "router+shared_down", "experts_up", "experts_down", "head"};
 
 typedef struct vk_session {
     vk_model *M;
@@ -89,6 +89,8 @@ typedef struct vk_session {
     vk_layer_state *ls;
     vk_step_layout sl;
     ms_vk_buf step_host, step;    /* STAGING (written per batch) and its device copy */
+    uint32_t n_slices;            /* hc_mix partials per token */
+    ms_vk_buf part;               /* [B][n_slices][mix_n + 1] */
     ms_vk_buf h[2], x, y, ysh, zeros, mix, post, comb, qr, q, kv, o, u, u_full, ca, cg, ia, ig, qi,
         wi, idx_scratch, sel, att_scratch, glog, route, rw, act, sh_act, hfin, logits, logits_host;
     ms_vk_cmd *cmd[MS_VK_BATCH + 1]; /* per batch size: recorded once, replayed */
@@ -373,7 +375,7 @@ static void vk_session_free(ms_session *s) {
         }
     ms_free(S->ls);
     ms_vk_buf *b[] = {&S->step_host, &S->step, &S->h[0], &S->h[1], &S->x, &S->y, &S->ysh, &S->zeros,
-                      &S->mix, &S->post, &S->comb, &S->qr, &S->q, &S->kv, &S->o, &S->u, &S->u_full,
+                      &S->mix, &S->part, &S->post, &S->comb, &S->qr, &S->q, &S->kv, &S->o, &S->u, &S->u_full,
                       &S->ca, &S->cg, &S->ia, &S->ig, &S->qi, &S->wi, &S->idx_scratch, &S->sel,
                       &S->att_scratch, &S->glog, &S->route, &S->rw, &S->act, &S->sh_act, &S->hfin,
                       &S->logits, &S->logits_host};
@@ -471,13 +473,14 @@ static int vk_session_create(ms_session *s) {
             if (need > att_scratch) att_scratch = need;
         }
     const uint64_t si = (uint64_t)c->moe_inter_dim * c->n_shared_experts;
+    S->n_slices = ms_vk_hc_mix_slices(vk, c->dim, c->hc_mult);
     struct {
         ms_vk_buf *b;
         uint64_t bytes;
     } bufs[] = {
         {&S->h[0], B * hc * dim * 4}, {&S->h[1], B * hc * dim * 4}, {&S->x, B * dim * 4},
         {&S->y, B * dim * 4}, {&S->ysh, B * dim * 4}, {&S->zeros, B * dim * 4},
-        {&S->mix, B * mixn * 4}, {&S->post, B * hc * 4}, {&S->comb, B * hc * hc * 4},
+        {&S->mix, B * mixn * 4}, {&S->part, B * S->n_slices * (mixn + 1) * 4}, {&S->post, B * hc * 4}, {&S->comb, B * hc * hc * 4},
         {&S->qr, B * c->q_lora_rank * 4}, {&S->q, B * qdim * 4}, {&S->kv, B * hd * 4},
         {&S->o, B * qdim * 4}, {&S->u, B * c->o_groups * c->o_lora_rank * 4},
         {&S->u_full, B * c->o_groups * c->o_lora_rank * 4}, {&S->ca, B * 2 * hd * 4},
@@ -700,16 +703,22 @@ static int rec_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n) {
     return mark(S, cmd, P_EXPERTS_DOWN);
 }
 
-/* mHC pre of one sub-layer: streams h -> x (normed by norm, fused into hc_pre), post, comb. */
-static int rec_hc_pre(vk_session *S, ms_vk_cmd *cmd, const ms_vk_buf *h, const ms_vk_weight *fn,
-                      const ms_vk_buf *scale, const ms_vk_buf *base, const ms_vk_buf *norm, uint32_t n) {
+/* mHC between sub-layers: the previous sub-layer's hc_post (post: there was one) fused into this
+ * one's split-K mixing GEMV (hc_mix: streams h[*cur] -> h[*cur ^ 1], *cur flips), then hc_pre with
+ * the sub-layer's norm fused in: streams -> x, post, comb. Two dispatches, two barriers. */
+static int rec_hc(vk_session *S, ms_vk_cmd *cmd, uint32_t *cur, bool post, const ms_vk_weight *fn,
+                  const ms_vk_buf *scale, const ms_vk_buf *base, const ms_vk_buf *norm, const ms_vk_buf *x,
+                  bool head, uint32_t n) {
     const ms_v4_config *c = &S->M->ref->cfg;
-    uint32_t hc = c->hc_mult, mixn = (2 + hc) * hc;
-    TRY(gemv(cmd, fn, h, hc * c->dim, &S->mix, mixn, n));
+    const uint32_t hc = c->hc_mult, dim = c->dim;
+    const ms_vk_buf *res = &S->h[*cur];
+    if (post) *cur ^= 1;
+    TRY(ms_vk_rec_hc_mix(cmd, fn, whole(&S->y), whole(res), whole(&S->post), whole(&S->comb),
+                         whole(&S->h[*cur]), whole(&S->part), dim, hc, n, post));
     ms_vk_cmd_barrier(cmd);
-    TRY(ms_vk_rec_hc_pre(cmd, whole(&S->mix), whole(h), whole(scale), whole(base), whole(&S->x),
-                         whole(&S->post), whole(&S->comb), whole(norm), c->dim, hc, n, c->hc_sinkhorn_iters,
-                         (float)c->hc_eps, (float)c->rms_norm_eps, false));
+    TRY(ms_vk_rec_hc_pre_parts(cmd, whole(&S->part), S->n_slices, whole(&S->h[*cur]), whole(scale), whole(base),
+                               whole(x), whole(&S->post), whole(&S->comb), whole(norm), dim, hc, n,
+                               c->hc_sinkhorn_iters, (float)c->hc_eps, (float)c->rms_norm_eps, head));
     ms_vk_cmd_barrier(cmd);
     return mark(S, cmd, P_HC_PRE);
 }
@@ -733,36 +742,21 @@ static int record(vk_session *S, ms_vk_cmd *cmd, uint32_t n) {
     ms_vk_cmd_get_counts(cmd, &k0);
     for (uint32_t li = 0; li < c->n_layers; li++) {
         const vk_layer *L = &M->layers[li];
-        for (int sub = 0; sub < 2; sub++) {
-            const ms_vk_buf *h = &S->h[cur];
-            if (sub == 0) {
-                TRY(rec_hc_pre(S, cmd, h, &L->hc_attn_fn, &L->hc_attn_scale, &L->hc_attn_base, &L->attn_norm, n));
-                TRY(rec_attention(S, cmd, li, n));
-            } else {
-                TRY(rec_hc_pre(S, cmd, h, &L->hc_ffn_fn, &L->hc_ffn_scale, &L->hc_ffn_base, &L->ffn_norm, n));
-                TRY(rec_moe(S, cmd, li, n));
-            }
-            /* streams: post * y + comb^T res, into the other stream buffer */
-            TRY(ms_vk_rec_hc_post(cmd, whole(&S->y), whole(h), whole(&S->post), whole(&S->comb),
-                                  whole(&S->h[cur ^ 1]), dim, hc, n));
-            ms_vk_cmd_barrier(cmd);
-            TRY(mark(S, cmd, P_HC_POST));
-            cur ^= 1;
-        }
+        TRY(rec_hc(S, cmd, &cur, li > 0, &L->hc_attn_fn, &L->hc_attn_scale, &L->hc_attn_base, &L->attn_norm,
+                   &S->x, false, n));
+        TRY(rec_attention(S, cmd, li, n));
+        TRY(rec_hc(S, cmd, &cur, true, &L->hc_ffn_fn, &L->hc_ffn_scale, &L->hc_ffn_base, &L->ffn_norm, &S->x,
+                   false, n));
+        TRY(rec_moe(S, cmd, li, n));
     }
     ms_vk_cmd_get_counts(cmd, &k1);
     if (n == 1) {
         S->layer_dispatches = k1.dispatches - k0.dispatches;
         S->layer_barriers = k1.barriers - k0.barriers;
     }
-    /* hc_head, final norm, lm_head */
-    TRY(gemv(cmd, &M->hc_head_fn, &S->h[cur], hc * dim, &S->mix, hc, n));
-    ms_vk_cmd_barrier(cmd);
-    TRY(ms_vk_rec_hc_pre(cmd, whole(&S->mix), whole(&S->h[cur]), whole(&M->hc_head_scale),
-                         whole(&M->hc_head_base), whole(&S->hfin), whole(&S->post), whole(&S->comb),
-                         whole(&M->norm), dim, hc, n, c->hc_sinkhorn_iters, (float)c->hc_eps,
-                         (float)c->rms_norm_eps, true));
-    ms_vk_cmd_barrier(cmd);
+    /* the last hc_post, hc_head with the final norm, lm_head */
+    TRY(rec_hc(S, cmd, &cur, true, &M->hc_head_fn, &M->hc_head_scale, &M->hc_head_base, &M->norm, &S->hfin,
+               true, n));
     TRY(gemv(cmd, &M->head, &S->hfin, dim, &S->logits, c->vocab_size, n));
     ms_vk_cmd_barrier(cmd);
     ms_vk_cmd_copy(cmd, ms_vk_buf_range(&S->logits, 0, (uint64_t)n * c->vocab_size * 4),

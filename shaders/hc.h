@@ -49,8 +49,35 @@ MS_STRUCT_BEGIN(ms_hc_pre_push)
     MS_F32 hc_eps;
     MS_F32 rms_eps;
     MS_U32 norm;           /* 1: RMSNorm x with the BF16 weight at MS_HC_PRE_BIND_NORM */
-    MS_U32 pad0;
+    MS_U32 n_parts;        /* 0: MIX holds mixraw [n][mix_n]; else hc_mix partials [n][n_parts][mix_n+1] */
 MS_STRUCT_END(ms_hc_pre_push)
+
+/* hc_mix (split-K mixing GEMV, the previous hc_post optionally fused): workgroup (g, t) for
+ * g < n_slices = ceil(hc*dim / WG); with POST, h[t][k] = hc_post(y, res, post, comb) for its
+ * elements k (written), else h is read; part[t][g][r] = sum over its elements of fn[r][k] h[t][k]
+ * for r < mix_n, part[t][g][mix_n] = sum of h[t][k]^2. hc_pre with n_parts = n_slices then reads
+ * part instead of mixraw (mix = the sum over g; the RMS scale from the summed squares). */
+#define MS_HC_MIX_BIND_FN 0   /* F32 [mix_n][hc*dim] */
+#define MS_HC_MIX_BIND_Y 1    /* F32 [n][dim] (POST) */
+#define MS_HC_MIX_BIND_RES 2  /* F32 [n][hc][dim] streams before the sub-layer (POST; not h) */
+#define MS_HC_MIX_BIND_POST 3 /* F32 [n][hc] (POST) */
+#define MS_HC_MIX_BIND_COMB 4 /* F32 [n][hc][hc] (POST) */
+#define MS_HC_MIX_BIND_H 5    /* F32 [n][hc][dim]: written with POST, else read */
+#define MS_HC_MIX_BIND_PART 6 /* F32 [n][n_slices][mix_n + 1] */
+
+#define MS_HC_MIX_SPEC_WG 0
+#define MS_HC_MIX_SPEC_POST 1
+#define MS_HC_MIX_SPEC_MIX 2
+#define MS_HC_MIX_SPEC_SG_MIN 3
+#define MS_HC_MIX_N_SPEC 4
+
+MS_STRUCT_BEGIN(ms_hc_mix_push)
+    MS_U32 dim;
+    MS_U32 hc;
+    MS_U32 n;
+    MS_U32 n_slices;
+    MS_U32 groups_x;
+MS_STRUCT_END(ms_hc_mix_push)
 
 #define MS_HC_POST_BIND_Y 0    /* F32 [n][dim] sub-layer output */
 #define MS_HC_POST_BIND_RES 1  /* F32 [n][hc][dim] streams before the sub-layer */
@@ -83,6 +110,7 @@ MS_STRUCT_END(ms_hc_embed_push)
 #ifndef MS_GLSL
 _Static_assert(sizeof(ms_hc_embed_push) == 20, "ms_hc_embed_push must match its GLSL std430 layout");
 _Static_assert(sizeof(ms_hc_pre_push) == 32, "ms_hc_pre_push must match its GLSL std430 layout");
+_Static_assert(sizeof(ms_hc_mix_push) == 20, "ms_hc_mix_push must match its GLSL std430 layout");
 _Static_assert(sizeof(ms_hc_post_push) == 16, "ms_hc_post_push must match its GLSL std430 layout");
 #endif
 

@@ -34,6 +34,7 @@ shared float pre_s[MS_HC_MAX];
 shared float c_s[MS_HC_MAX * MS_HC_MAX];
 shared float sum_s[MS_HC_MAX];
 shared float mx_s[MS_HC_MAX];
+shared float mix_s[(2 + MS_HC_MAX) * MS_HC_MAX + 1]; // the mixes, then the sum of squares of h
 
 float sigmoid(float v) { return 1.0 / (1.0 + exp(-v)); }
 
@@ -44,20 +45,35 @@ void main() {
     const uint hb = t * k_all;
     const uint mix_n = HEAD != 0u ? hc : (2u + hc) * hc;
 
-    float ss = 0.0;
-    for (uint i = tid; i < k_all; i += WG) ss = fma(hs[hb + i], hs[hb + i], ss);
-    ss = subgroupAdd(ss);
-    if (subgroupElect()) red[gl_SubgroupID] = ss;
-    barrier();
     float tot = 0.0;
-    for (uint g = 0u; g < gl_NumSubgroups; g++) tot += red[g];
+    if (p.n_parts == 0u) {
+        float ss = 0.0;
+        for (uint i = tid; i < k_all; i += WG) ss = fma(hs[hb + i], hs[hb + i], ss);
+        ss = subgroupAdd(ss);
+        if (subgroupElect()) red[gl_SubgroupID] = ss;
+        for (uint i = tid; i < mix_n; i += WG) mix_s[i] = mixraw[t * mix_n + i];
+        barrier();
+        for (uint g = 0u; g < gl_NumSubgroups; g++) tot += red[g];
+    } else {
+        // hc_mix partials: subgroup q sums value q (and q + #subgroups, ...) over the slices
+        const uint stride = mix_n + 1u, pb = t * p.n_parts * stride;
+        for (uint r = gl_SubgroupID; r < stride; r += gl_NumSubgroups) {
+            float s = 0.0;
+            for (uint g = gl_SubgroupInvocationID; g < p.n_parts; g += gl_SubgroupSize)
+                s += mixraw[pb + g * stride + r];
+            s = subgroupAdd(s);
+            if (subgroupElect()) mix_s[r] = s;
+        }
+        barrier();
+        tot = mix_s[mix_n];
+    }
     const float rs = 1.0 / sqrt(tot / float(k_all) + p.rms_eps);
 
     if (tid < hc) {
-        const float m = mixraw[t * mix_n + tid] * rs;
+        const float m = mix_s[tid] * rs;
         pre_s[tid] = sigmoid(m * scale[0] + base[tid]) + p.hc_eps;
         if (HEAD == 0u) {
-            const float mp = mixraw[t * mix_n + hc + tid] * rs;
+            const float mp = mix_s[hc + tid] * rs;
             posts[t * hc + tid] = 2.0 * sigmoid(mp * scale[1] + base[hc + tid]);
         }
     }
@@ -65,7 +81,7 @@ void main() {
         const bool own = tid < hc * hc;
         const uint j = own ? tid / hc : 0u, k = own ? tid - j * hc : 0u;
         float v = 0.0;
-        if (own) v = mixraw[t * mix_n + 2u * hc + tid] * rs * scale[2] + base[2u * hc + tid];
+        if (own) v = mix_s[2u * hc + tid] * rs * scale[2] + base[2u * hc + tid];
         // row softmax (+eps): row max and sum by the row's first invocation
         if (own) c_s[tid] = v;
         barrier();

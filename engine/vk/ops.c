@@ -470,12 +470,21 @@ int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_rang
                      ms_vk_range base, ms_vk_range x, ms_vk_range post, ms_vk_range comb,
                      ms_vk_range norm, uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters,
                      float hc_eps, float rms_eps, bool head) {
+    return ms_vk_rec_hc_pre_parts(c, mixraw, 0, h, scale, base, x, post, comb, norm, dim, hc, n,
+                                  sinkhorn_iters, hc_eps, rms_eps, head);
+}
+
+int ms_vk_rec_hc_pre_parts(ms_vk_cmd *c, ms_vk_range mixraw, uint32_t n_parts, ms_vk_range h,
+                           ms_vk_range scale, ms_vk_range base, ms_vk_range x, ms_vk_range post,
+                           ms_vk_range comb, ms_vk_range norm, uint32_t dim, uint32_t hc, uint32_t n,
+                           uint32_t sinkhorn_iters, float hc_eps, float rms_eps, bool head) {
     if (!c) return -MS_E_INVALID_ARG;
     ms_vk *vk = ms_vk_cmd_vk(c);
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     const uint64_t mix_n = head ? hc : (uint64_t)(2 + hc) * hc;
     if (!dim || !hc || hc > MS_HC_MAX || !n || (!head && !sinkhorn_iters) ||
-        (uint64_t)n * hc * dim > 0xFFFFFFFFull || !ms_vk_op_range_ok(mixraw, 4 * mix_n * n) ||
+        (uint64_t)n * hc * dim > 0xFFFFFFFFull ||
+        !ms_vk_op_range_ok(mixraw, n_parts ? 4 * (mix_n + 1) * n_parts * n : 4 * mix_n * n) ||
         !ms_vk_op_range_ok(h, 4ull * n * hc * dim) || !ms_vk_op_range_ok(scale, head ? 4 : 12) ||
         !ms_vk_op_range_ok(base, 4 * mix_n) || !ms_vk_op_range_ok(x, 4ull * n * dim) ||
         !ms_vk_op_range_ok(post, head ? 4 : 4ull * n * hc) || !ms_vk_op_range_ok(comb, head ? 4 : 4ull * n * hc * hc) ||
@@ -509,8 +518,55 @@ int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_rang
     b[MS_HC_PRE_BIND_COMB] = comb;
     b[MS_HC_PRE_BIND_NORM] = norm.size ? norm : comb; /* unused without norm */
     ms_hc_pre_push pc = {.dim = dim, .hc = hc, .n = n, .sinkhorn_iters = sinkhorn_iters,
-                         .hc_eps = hc_eps, .rms_eps = rms_eps, .norm = norm.size ? 1u : 0u};
+                         .hc_eps = hc_eps, .rms_eps = rms_eps, .norm = norm.size ? 1u : 0u,
+                         .n_parts = n_parts};
     return ms_vk_op_dispatch(c, "hc_pre", spec, MS_HC_PRE_N_SPEC, b, 8, &pc, sizeof pc, NULL, n);
+}
+
+uint32_t ms_vk_hc_mix_slices(const ms_vk *vk, uint32_t dim, uint32_t hc) {
+    const uint32_t wg = ms_vk_op_wg(ms_vk_get_caps(vk));
+    return (uint32_t)(((uint64_t)hc * dim + wg - 1) / wg);
+}
+
+int ms_vk_rec_hc_mix(ms_vk_cmd *c, const ms_vk_weight *fn, ms_vk_range y, ms_vk_range res,
+                     ms_vk_range post, ms_vk_range comb, ms_vk_range h, ms_vk_range part, uint32_t dim,
+                     uint32_t hc, uint32_t n, bool post_fused) {
+    if (!c || !fn) return -MS_E_INVALID_ARG;
+    ms_vk *vk = ms_vk_cmd_vk(c);
+    const ms_vk_caps *caps = ms_vk_get_caps(vk);
+    const uint64_t total = (uint64_t)n * hc * dim;
+    const uint32_t mix_n = fn->m, slices = dim && hc ? ms_vk_hc_mix_slices(vk, dim, hc) : 0;
+    if (!dim || !hc || hc > MS_HC_MAX || !n || total > 0xFFFFFFFFull || fn->enc != MS_WENC_F32 ||
+        fn->n_parts != 1 || fn->k != hc * dim || !mix_n || mix_n > (2 + MS_HC_MAX) * MS_HC_MAX ||
+        !ms_vk_op_range_ok(h, 4 * total) ||
+        !ms_vk_op_range_ok(part, 4ull * n * slices * (mix_n + 1)) ||
+        (post_fused && (!ms_vk_op_range_ok(y, 4ull * n * dim) || !ms_vk_op_range_ok(res, 4 * total) ||
+                        !ms_vk_op_range_ok(post, 4ull * n * hc) || !ms_vk_op_range_ok(comb, 4ull * n * hc * hc) ||
+                        (res.buffer == h.buffer && res.offset < h.offset + h.size &&
+                         h.offset < res.offset + res.size)))) {
+        MS_LOGE("rec_hc_mix: %u tokens, hc %u, dim %u, fn %s [%u x %u] in %u part(s): a range is too small, "
+                "h overlaps res, or fn is not one F32 part of [mix_n <= %u x hc*dim]",
+                n, hc, dim, ms_wenc_name(fn->enc), fn->m, fn->k, fn->n_parts, (2 + MS_HC_MAX) * MS_HC_MAX);
+        return -MS_E_INVALID_ARG;
+    }
+    const uint32_t wg = ms_vk_op_wg(caps);
+    uint32_t spec[MS_HC_MIX_N_SPEC];
+    spec[MS_HC_MIX_SPEC_WG] = wg;
+    spec[MS_HC_MIX_SPEC_POST] = post_fused;
+    spec[MS_HC_MIX_SPEC_MIX] = mix_n;
+    spec[MS_HC_MIX_SPEC_SG_MIN] = caps->subgroup_size_min;
+    ms_vk_range fr = ms_vk_buf_range(&fn->part[0].data, 0, fn->part[0].data.size);
+    ms_vk_range b[7];
+    b[MS_HC_MIX_BIND_FN] = fr;
+    b[MS_HC_MIX_BIND_Y] = post_fused ? y : fr;
+    b[MS_HC_MIX_BIND_RES] = post_fused ? res : fr;
+    b[MS_HC_MIX_BIND_POST] = post_fused ? post : fr;
+    b[MS_HC_MIX_BIND_COMB] = post_fused ? comb : fr;
+    b[MS_HC_MIX_BIND_H] = h;
+    b[MS_HC_MIX_BIND_PART] = part;
+    ms_hc_mix_push pc = {.dim = dim, .hc = hc, .n = n, .n_slices = slices};
+    return ms_vk_op_dispatch(c, "hc_mix", spec, MS_HC_MIX_N_SPEC, b, 7, &pc, sizeof pc, &pc.groups_x,
+                             (uint64_t)n * slices);
 }
 
 int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range post,

@@ -278,6 +278,21 @@ int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_rang
                      ms_vk_range base, ms_vk_range x, ms_vk_range post, ms_vk_range comb,
                      ms_vk_range norm, uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters,
                      float hc_eps, float rms_eps, bool head);
+/* The same after ms_vk_rec_hc_mix: mixraw is its part range, n_parts its slice count. */
+int ms_vk_rec_hc_pre_parts(ms_vk_cmd *c, ms_vk_range part, uint32_t n_parts, ms_vk_range h,
+                           ms_vk_range scale, ms_vk_range base, ms_vk_range x, ms_vk_range post,
+                           ms_vk_range comb, ms_vk_range norm, uint32_t dim, uint32_t hc, uint32_t n,
+                           uint32_t sinkhorn_iters, float hc_eps, float rms_eps, bool head);
+
+/* The mixing GEMV of hc_pre as split-K partials (shaders/hc.h), optionally with the previous
+ * sub-layer's mHC post fused in: fn F32 [mix_n][hc*dim] (one part); with post_fused, h [n][hc][dim]
+ * = hc_post(y, res, post, comb) is written first (res must not overlap h), else h is read (y, res,
+ * post, comb unused: any bound range). part: F32 [n][ms_vk_hc_mix_slices()][mix_n + 1] for
+ * ms_vk_rec_hc_pre_parts. mix_n <= (2 + MS_HC_MAX) * MS_HC_MAX. One dispatch. */
+uint32_t ms_vk_hc_mix_slices(const ms_vk *vk, uint32_t dim, uint32_t hc);
+int ms_vk_rec_hc_mix(ms_vk_cmd *c, const ms_vk_weight *fn, ms_vk_range y, ms_vk_range res,
+                     ms_vk_range post, ms_vk_range comb, ms_vk_range h, ms_vk_range part, uint32_t dim,
+                     uint32_t hc, uint32_t n, bool post_fused);
 
 /* Embedding into the hc streams: tokens U32 [n], embed BF16 [vocab][dim], h [n][hc][dim]. */
 int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_vk_range h,
