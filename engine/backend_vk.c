@@ -603,28 +603,30 @@ static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n)
     }
     ms_vk_cmd_barrier(cmd);
     TRY(mark(S, cmd, P_ATTN_PROJ));
-    /* 2: q_norm, kv_norm, the compressors' pooling */
+    /* 2: q_norm, kv_norm + the latent's RoPE, the compressors' pooling */
     TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->qr), whole(&L->q_norm), MS_WENC_BF16, whole(&S->qr), ql, n, eps));
-    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->kv), whole(&L->kv_norm), MS_WENC_BF16, whole(&S->kv), hd, n, eps));
+    TRY(ms_vk_rec_rope_norm(cmd, whole(&S->kv), cs, whole(&L->kv_norm), n, 1, hd, hd, hd, nope, rd, true, eps,
+                            false));
     if (idx) TRY(IDX_CMP(MS_VK_COMPRESS_POOL));
     if (r) TRY(CMP(MS_VK_COMPRESS_POOL));
     ms_vk_cmd_barrier(cmd);
-    /* 3: wq_b, the indexer's queries, the latent's RoPE, the compressors' emission */
+    /* 3: wq_b, the indexer's queries, the latent's e4m3, the compressors' emission */
     TRY(gemv(cmd, &L->wq_b, &S->qr, ql, &S->q, qdim, n));
     if (idx) TRY(gemv(cmd, &L->idx_wq_b, &S->qr, ql, &S->qi, nI * dI, n));
-    TRY(ms_vk_rec_rope(cmd, whole(&S->kv), cs, n, 1, hd, hd, hd, nope, rd, false, eps, false));
+    if (M->fq_kv) TRY(ms_vk_rec_fq(cmd, whole(&S->kv), n, hd, nope, 1, false));
     if (idx) TRY(IDX_CMP(MS_VK_COMPRESS_EMIT));
     if (r) TRY(CMP(MS_VK_COMPRESS_EMIT));
     ms_vk_cmd_barrier(cmd);
-    /* 4: per-head RMS + RoPE of the queries, the indexer queries' RoPE, the latent's e4m3 */
+    /* 4: per-head RMS + RoPE of the queries, the indexer queries' RoPE, the latent into the ring */
     TRY(ms_vk_rec_rope(cmd, whole(&S->q), cs, n, H, hd, hd, qdim, nope, rd, true, eps, false));
     if (idx) TRY(ms_vk_rec_rope(cmd, whole(&S->qi), cs, n, nI, dI, dI, nI * dI, dI - rd, rd, false, eps, false));
-    if (M->fq_kv) TRY(ms_vk_rec_fq(cmd, whole(&S->kv), n, hd, nope, 1, false));
-    ms_vk_cmd_barrier(cmd);
-    /* 5: the latent into the ring, the indexer queries' Hadamard + FP4 */
     TRY(ms_vk_rec_kv_store(cmd, whole(&S->kv), whole(&st->ring), pos, n, hd, S->ring_len));
-    if (idx) TRY(ms_vk_rec_fq(cmd, whole(&S->qi), n * nI, dI, dI, M->fq_idx ? 2 : 0, true));
     ms_vk_cmd_barrier(cmd);
+    /* 5: the indexer queries' Hadamard + FP4 */
+    if (idx) {
+        TRY(ms_vk_rec_fq(cmd, whole(&S->qi), n * nI, dI, dI, M->fq_idx ? 2 : 0, true));
+        ms_vk_cmd_barrier(cmd);
+    }
     TRY(mark(S, cmd, P_ATTN_PREP));
 #undef IDX_CMP
 #undef CMP

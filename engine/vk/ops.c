@@ -630,6 +630,14 @@ int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_v
 int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint32_t n_heads,
                    uint32_t head_dim, uint32_t head_stride, uint32_t token_stride, uint32_t off,
                    uint32_t rope_dim, bool rms, float eps, bool inverse) {
+    ms_vk_range none = {cs.buffer, cs.offset, 0};
+    return ms_vk_rec_rope_norm(c, x, cs, none, n, n_heads, head_dim, head_stride, token_stride, off, rope_dim,
+                               rms, eps, inverse);
+}
+
+int ms_vk_rec_rope_norm(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, ms_vk_range w, uint32_t n,
+                        uint32_t n_heads, uint32_t head_dim, uint32_t head_stride, uint32_t token_stride,
+                        uint32_t off, uint32_t rope_dim, bool rms, float eps, bool inverse) {
     if (!c) return -MS_E_INVALID_ARG;
     ms_vk *vk = ms_vk_cmd_vk(c);
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
@@ -639,7 +647,7 @@ int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint
     if (!n || !n_heads || !head_dim || !rope_dim || rope_dim % 2 || off + rope_dim > head_dim ||
         (n_heads > 1 && head_stride < head_dim) || last > 0xFFFFFFFFull ||
         (uint64_t)n * n_heads > 0xFFFFFFFFull || !ms_vk_op_range_ok(x, 4 * last) ||
-        !ms_vk_op_range_ok(cs, 4ull * n * rope_dim)) {
+        !ms_vk_op_range_ok(cs, 4ull * n * rope_dim) || (w.size && (!rms || !ms_vk_op_range_ok(w, 2ull * head_dim)))) {
         MS_LOGE("rec_rope: %u tokens x %u heads of %u (stride %u, token stride %u), rotating "
                 "[%u, %u): a range is too small or the layout is invalid",
                 n, n_heads, head_dim, head_stride, token_stride, off, off + rope_dim);
@@ -649,16 +657,17 @@ int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint
     if (wg > caps->max_workgroup_invocations) wg = caps->max_workgroup_invocations;
     uint32_t spec[MS_ROPE_N_SPEC];
     spec[MS_ROPE_SPEC_WG] = wg;
-    spec[MS_ROPE_SPEC_RMS] = rms;
+    spec[MS_ROPE_SPEC_RMS] = w.size ? 2u : rms ? 1u : 0u;
     spec[MS_ROPE_SPEC_INVERSE] = inverse;
     spec[MS_ROPE_SPEC_SG_MIN] = caps->subgroup_size_min;
-    ms_vk_range b[2];
+    ms_vk_range b[3];
     b[MS_ROPE_BIND_X] = x;
     b[MS_ROPE_BIND_CS] = cs;
+    b[MS_ROPE_BIND_W] = w.size ? w : cs; /* unused without a weight */
     ms_rope_push pc = {.n = n, .n_heads = n_heads, .head_dim = head_dim,
                        .head_stride = head_stride, .token_stride = token_stride, .off = off,
                        .rope_dim = rope_dim, .eps = eps};
-    return ms_vk_op_dispatch(c, "rope", spec, MS_ROPE_N_SPEC, b, 2, &pc, sizeof pc, &pc.groups_x,
+    return ms_vk_op_dispatch(c, "rope", spec, MS_ROPE_N_SPEC, b, 3, &pc, sizeof pc, &pc.groups_x,
                            (uint64_t)n * n_heads);
 }
 

@@ -304,6 +304,12 @@ int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_v
 int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint32_t n_heads,
                    uint32_t head_dim, uint32_t head_stride, uint32_t token_stride, uint32_t off,
                    uint32_t rope_dim, bool rms, float eps, bool inverse);
+/* The same with an RMSNorm weight w (BF16 [head_dim], shared by all heads; rms must be set): each
+ * head becomes RMSNorm(head) * w before the rotation (the KV latent's kv_norm fused in). An empty
+ * w (size 0) is ms_vk_rec_rope. */
+int ms_vk_rec_rope_norm(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, ms_vk_range w, uint32_t n,
+                        uint32_t n_heads, uint32_t head_dim, uint32_t head_stride, uint32_t token_stride,
+                        uint32_t off, uint32_t rope_dim, bool rms, float eps, bool inverse);
 
 /* Stored-value rounding in place (shaders/fq.h): rows [n_rows][row_stride] F32, elements
  * [0, len); quant 0 none, 1 e4m3 (block 64), 2 e2m1 (block 32); hadamard first (len a power of
