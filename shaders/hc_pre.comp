@@ -8,6 +8,7 @@
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
 #extension GL_EXT_shader_16bit_storage : require
 
 #include "hc.h"
@@ -77,7 +78,34 @@ void main() {
             posts[t * hc + tid] = 2.0 * sigmoid(mp * scale[1] + base[hc + tid]);
         }
     }
-    if (HEAD == 0u) {
+    if (HEAD == 0u && gl_SubgroupSize >= hc * hc) {
+        // The same Sinkhorn inside subgroup 0 through shuffles, no workgroup barriers (the
+        // barrier path below costs ~6 per iteration, 120 per call in V4): lane j*hc+k owns entry
+        // (j, k); every sum runs over q in the same order as there, so the results are the same.
+        if (gl_SubgroupID == 0u) {
+            const uint l = gl_SubgroupInvocationID;
+            const bool own = l < hc * hc;
+            const uint j = own ? l / hc : 0u, k = own ? l - j * hc : 0u;
+            float v = own ? mix_s[2u * hc + l] * rs * scale[2] + base[2u * hc + l] : 0.0;
+            float mx = subgroupShuffle(v, j * hc);
+            for (uint q = 1u; q < hc; q++) mx = max(mx, subgroupShuffle(v, j * hc + q));
+            const float e = exp(v - mx);
+            float s = 0.0;
+            for (uint q = 0u; q < hc; q++) s += subgroupShuffle(e, j * hc + q);
+            v = e / s + p.hc_eps;
+            for (uint it = 0u; it < p.sinkhorn_iters; it++) {
+                if (it > 0u) {
+                    s = 0.0;
+                    for (uint q = 0u; q < hc; q++) s += subgroupShuffle(v, j * hc + q);
+                    v = v / (s + p.hc_eps);
+                }
+                s = 0.0;
+                for (uint q = 0u; q < hc; q++) s += subgroupShuffle(v, q * hc + k);
+                v = v / (s + p.hc_eps);
+            }
+            if (own) combs[t * hc * hc + l] = v;
+        }
+    } else if (HEAD == 0u) {
         const bool own = tid < hc * hc;
         const uint j = own ? tid / hc : 0u, k = own ? tid - j * hc : 0u;
         float v = 0.0;

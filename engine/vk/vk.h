@@ -48,7 +48,7 @@ typedef struct ms_vk_caps {
     uint32_t subgroup_size_min; /* with size control; = subgroup_size without */
     uint32_t subgroup_size_max;
     bool subgroup_size_control; /* VK_EXT_subgroup_size_control or 1.3 core, compute stage */
-    bool subgroup_arithmetic;   /* subgroupAdd etc. in compute shaders */
+    bool subgroup_arithmetic;   /* subgroupAdd etc. and subgroupShuffle in compute shaders */
 
     bool storage_8bit, storage_16bit;  /* 8/16-bit storage buffer access */
     bool float16_arith, int8_arith;    /* shaderFloat16 / shaderInt8 */
