@@ -108,7 +108,23 @@ typedef struct vk_session {
     double *mark_ns;       /* [max_marks] */
     double prof_ns[P_N];
     uint32_t prof_disp[P_N], prof_steps;
+    /* taps (ms_session_set_tap): a one-token recording that copies each stage's range into
+     * tap_host after the stage (tap), then the values go to the tap in forward order */
+    bool rec_tap, tap_recorded;
+    ms_vk_cmd *cmd_tap;
+    ms_vk_buf tap_host; /* READBACK: every stage of every layer at tap_off */
+    uint64_t *tap_off;  /* [n_layers][T_N] byte offset of a stage in tap_host; UINT64_MAX: none */
+    float *tap_tmp;     /* [n_experts] the router's ranking scores (ffn.score) */
 } vk_session;
+
+/* The stages a tap sees (engine.h), in forward order. */
+enum { T_ATTN_X, T_ATTN_Q, T_ATTN_KV, T_CMP_ROWS, T_IDX_SCORE, T_IDX_SEL, T_ATTN_O, T_ATTN_Y, T_ATTN_H,
+       T_FFN_X, T_FFN_SCORE, T_FFN_ROUTE, T_FFN_WEIGHTS, T_FFN_Y, T_FFN_H, T_N };
+static int tap(vk_session *S, ms_vk_cmd *cmd, uint32_t li, int stage, const ms_vk_buf *src);
+static int tap_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li);
+static int tap_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li);
+static int tap_deliver(ms_session *s, uint32_t pos);
+static int vk_set_tap(ms_session *s, ms_tap_fn fn, void *ctx);
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -362,6 +378,10 @@ static void vk_session_free(ms_session *s) {
     ms_vk *vk = S->M->vk;
     for (uint32_t i = 0; i <= MS_VK_BATCH; i++) ms_vk_cmd_free(S->cmd[i]);
     ms_vk_cmd_free(S->cmd_prof);
+    ms_vk_cmd_free(S->cmd_tap);
+    ms_vk_buf_free(vk, &S->tap_host);
+    ms_free(S->tap_off);
+    ms_free(S->tap_tmp);
     ms_free(S->mark_cls);
     ms_free(S->mark_disp);
     ms_free(S->mark_ns);
@@ -746,10 +766,16 @@ static int record(vk_session *S, ms_vk_cmd *cmd, uint32_t n) {
         const vk_layer *L = &M->layers[li];
         TRY(rec_hc(S, cmd, &cur, li > 0, &L->hc_attn_fn, &L->hc_attn_scale, &L->hc_attn_base, &L->attn_norm,
                    &S->x, false, n));
+        if (li > 0) TRY(tap(S, cmd, li - 1, T_FFN_H, &S->h[cur])); /* the hc_post fused into hc_mix */
+        TRY(tap(S, cmd, li, T_ATTN_X, &S->x));
         TRY(rec_attention(S, cmd, li, n));
+        TRY(tap_attention(S, cmd, li));
         TRY(rec_hc(S, cmd, &cur, true, &L->hc_ffn_fn, &L->hc_ffn_scale, &L->hc_ffn_base, &L->ffn_norm, &S->x,
                    false, n));
+        TRY(tap(S, cmd, li, T_ATTN_H, &S->h[cur]));
+        TRY(tap(S, cmd, li, T_FFN_X, &S->x));
         TRY(rec_moe(S, cmd, li, n));
+        TRY(tap_moe(S, cmd, li));
     }
     ms_vk_cmd_get_counts(cmd, &k1);
     if (n == 1) {
@@ -759,6 +785,7 @@ static int record(vk_session *S, ms_vk_cmd *cmd, uint32_t n) {
     /* the last hc_post, hc_head with the final norm, lm_head */
     TRY(rec_hc(S, cmd, &cur, true, &M->hc_head_fn, &M->hc_head_scale, &M->hc_head_base, &M->norm, &S->hfin,
                true, n));
+    TRY(tap(S, cmd, c->n_layers - 1, T_FFN_H, &S->h[cur]));
     TRY(gemv(cmd, &M->head, &S->hfin, dim, &S->logits, c->vocab_size, n));
     ms_vk_cmd_barrier(cmd);
     ms_vk_cmd_copy(cmd, ms_vk_buf_range(&S->logits, 0, (uint64_t)n * c->vocab_size * 4),
@@ -811,13 +838,18 @@ static int vk_forward(ms_session *s, const uint32_t *tokens, uint32_t n, float *
     for (uint32_t t0 = 0; t0 < n; t0 += MS_VK_BATCH) {
         uint32_t b = n - t0 < MS_VK_BATCH ? n - t0 : MS_VK_BATCH;
         bool prof = S->profiling && b == 1;
+        bool tapping = s->tap && b == 1; /* the tap recording, not profiled */
+        if (tapping) prof = false;
         ms_vk_cmd **cmd = prof ? &S->cmd_prof : &S->cmd[b];
         bool *recorded = prof ? &S->prof_recorded : &S->recorded[b];
+        if (tapping) cmd = &S->cmd_tap, recorded = &S->tap_recorded;
         if (!*cmd) TRY(ms_vk_cmd_create(vk, prof ? S->max_marks : 0, cmd));
         if (!*recorded) {
             S->rec_prof = prof;
+            S->rec_tap = tapping;
             int rc = record(S, *cmd, b);
             S->rec_prof = false;
+            S->rec_tap = false;
             if (rc) {
                 MS_LOGE("vulkan: recording the forward pass of %u token(s) failed: %s", b, ms_strerror(rc));
                 return rc;
@@ -829,6 +861,7 @@ static int vk_forward(ms_session *s, const uint32_t *tokens, uint32_t n, float *
         if (prof) TRY(prof_add(S));
         TRY(ms_vk_buf_invalidate(vk, &S->logits_host));
         memcpy(logits + (size_t)t0 * c->vocab_size, S->logits_host.map, (size_t)b * c->vocab_size * 4);
+        if (tapping) TRY(tap_deliver(s, pos + t0));
     }
     return 0;
 }
@@ -913,4 +946,138 @@ const ms_backend_ops ms_backend_vk_ops = {
     .stats = vk_stats,
     .set_profiling = vk_set_profiling,
     .get_profile = vk_get_profile,
+    .set_tap = vk_set_tap,
 };
+
+/* ------------------------------------------------------------------ taps */
+
+static const char *const tap_names[T_N] = {
+    "attn.x", "attn.q", "attn.kv", "attn.cmp_rows", "attn.idx_score", "attn.idx_sel", "attn.o", "attn.y",
+    "attn.h", "ffn.x", "ffn.score", "ffn.route", "ffn.weights", "ffn.y", "ffn.h"};
+
+/* The bytes a one-token step's stage copies into tap_host (0: the layer has no such stage). The
+ * compressed rows are the whole row buffer (the recording is replayed at every position; the
+ * host reads the rows that exist), the indexer's scores the session's key count. */
+static uint64_t tap_bytes(const vk_session *S, uint32_t li, int stage) {
+    const ms_v4_config *c = &S->M->ref->cfg;
+    const uint32_t r = S->M->layers[li].ratio;
+    const uint64_t qdim = (uint64_t)c->n_heads * c->head_dim, hcd = (uint64_t)c->hc_mult * c->dim;
+    switch (stage) {
+    case T_ATTN_X: case T_ATTN_Y: case T_FFN_X: case T_FFN_Y: return (uint64_t)c->dim * 4;
+    case T_ATTN_Q: case T_ATTN_O: return qdim * 4;
+    case T_ATTN_KV: return (uint64_t)c->head_dim * 4;
+    case T_CMP_ROWS: return r ? S->ls[li].cmp_rows.size : 0;
+    case T_IDX_SCORE: return r == 4 && !S->select_all ? (uint64_t)S->ls[li].idx_n_rows * 4 : 0;
+    case T_IDX_SEL: return r == 4 ? (uint64_t)c->index_topk * 4 : 0;
+    case T_ATTN_H: case T_FFN_H: return hcd * 4;
+    case T_FFN_SCORE: return (uint64_t)c->n_routed_experts * 4;
+    case T_FFN_ROUTE: case T_FFN_WEIGHTS: return (uint64_t)c->n_active_experts * 4;
+    default: return 0;
+    }
+}
+
+/* In the tap recording: the start of src (this stage's bytes) into its place in tap_host. The
+ * stage's work ended with a barrier; the barrier after the next wave orders the copy before any
+ * later write of src. */
+static int tap(vk_session *S, ms_vk_cmd *cmd, uint32_t li, int stage, const ms_vk_buf *src) {
+    if (!S->rec_tap) return 0;
+    uint64_t off = S->tap_off[(size_t)li * T_N + stage], bytes = tap_bytes(S, li, stage);
+    if (off == UINT64_MAX || !bytes) return 0;
+    ms_vk_cmd_copy(cmd, ms_vk_buf_range(src, 0, bytes), ms_vk_buf_range(&S->tap_host, off, bytes));
+    return 0;
+}
+
+/* After rec_attention: its stages' buffers hold the layer's values until the next layer's. */
+static int tap_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li) {
+    if (!S->rec_tap) return 0;
+    TRY(tap(S, cmd, li, T_ATTN_Q, &S->q));
+    TRY(tap(S, cmd, li, T_ATTN_KV, &S->kv));
+    TRY(tap(S, cmd, li, T_CMP_ROWS, &S->ls[li].cmp_rows));
+    TRY(tap(S, cmd, li, T_IDX_SCORE, &S->idx_scratch)); /* the scores come first (vk.h) */
+    TRY(tap(S, cmd, li, T_IDX_SEL, &S->sel));
+    TRY(tap(S, cmd, li, T_ATTN_O, &S->o));
+    return tap(S, cmd, li, T_ATTN_Y, &S->y);
+}
+
+static int tap_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li) {
+    if (!S->rec_tap) return 0;
+    TRY(tap(S, cmd, li, T_FFN_SCORE, &S->glog)); /* the gate logits; scores made on the host */
+    TRY(tap(S, cmd, li, T_FFN_ROUTE, &S->route));
+    TRY(tap(S, cmd, li, T_FFN_WEIGHTS, &S->rw));
+    return tap(S, cmd, li, T_FFN_Y, &S->y);
+}
+
+/* After a tapped step at position pos: every stage to the tap, in the common meaning. */
+static int tap_deliver(ms_session *s, uint32_t pos) {
+    vk_session *S = s->backend;
+    const vk_model *M = S->M;
+    const ms_v4_config *c = &M->ref->cfg;
+    TRY(ms_vk_buf_invalidate(M->vk, &S->tap_host));
+    const uint8_t *base = S->tap_host.map;
+    for (uint32_t li = 0; li < c->n_layers; li++) {
+        const uint32_t r = M->layers[li].ratio;
+        const vk_layer_state *st = &S->ls[li];
+        for (int k = 0; k < T_N; k++) {
+            uint64_t off = S->tap_off[(size_t)li * T_N + k];
+            if (off == UINT64_MAX) continue;
+            const void *data = base + off;
+            uint64_t count = tap_bytes(S, li, k) / 4;
+            ms_tap_kind kind = MS_TAP_F32;
+            uint32_t nb = r ? (pos + 1) / r : 0; /* complete blocks at pos */
+            if (r && nb > st->cmp_n_rows) nb = st->cmp_n_rows;
+            uint32_t nb4 = r == 4 && nb > st->idx_n_rows ? st->idx_n_rows : nb;
+            switch (k) {
+            case T_CMP_ROWS: count = (uint64_t)nb * c->head_dim; break;
+            case T_IDX_SCORE:
+                if (nb4 <= c->index_topk) continue; /* no choice: the indexer scores nothing */
+                count = nb4;
+                break;
+            case T_IDX_SEL: /* ascending, padded (or the static all-blocks list): the first k */
+                count = nb4 < c->index_topk ? nb4 : c->index_topk;
+                kind = MS_TAP_U32;
+                break;
+            case T_FFN_SCORE:
+                ms_ref_router_scores(data, M->ref->layers[li].gate_bias, c->n_routed_experts, S->tap_tmp);
+                data = S->tap_tmp;
+                break;
+            case T_FFN_ROUTE: kind = MS_TAP_U32; break;
+            default: break;
+            }
+            s->tap(s->tap_ctx, pos, li, tap_names[k], kind, data, count);
+        }
+    }
+    s->tap(s->tap_ctx, pos, c->n_layers, "head.logits", MS_TAP_F32, S->logits_host.map, c->vocab_size);
+    return 0;
+}
+
+/* The first tap allocates the copies' places; clearing keeps them for the next. */
+static int vk_set_tap(ms_session *s, ms_tap_fn fn, void *ctx) {
+    (void)ctx;
+    vk_session *S = s->backend;
+    const ms_v4_config *c = &S->M->ref->cfg;
+    if (!fn || S->tap_off) return 0;
+    S->tap_off = ms_malloc((size_t)c->n_layers * T_N * sizeof *S->tap_off);
+    S->tap_tmp = ms_malloc((size_t)c->n_routed_experts * sizeof *S->tap_tmp);
+    if (!S->tap_off || !S->tap_tmp) {
+        ms_free(S->tap_off);
+        ms_free(S->tap_tmp);
+        S->tap_off = NULL;
+        S->tap_tmp = NULL;
+        return -MS_E_NOMEM;
+    }
+    uint64_t o = 0;
+    for (uint32_t li = 0; li < c->n_layers; li++)
+        for (int k = 0; k < T_N; k++) {
+            uint64_t b = tap_bytes(S, li, k);
+            S->tap_off[(size_t)li * T_N + k] = b ? o : UINT64_MAX;
+            o = align_up(o + b, 16);
+        }
+    int rc = buf_new(S->M->vk, MS_VK_MEM_READBACK, o, &S->tap_host);
+    if (rc) {
+        ms_free(S->tap_off);
+        ms_free(S->tap_tmp);
+        S->tap_off = NULL;
+        S->tap_tmp = NULL;
+    }
+    return rc;
+}
