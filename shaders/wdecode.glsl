@@ -90,4 +90,23 @@ float fma4(vec4 w, vec4 x, float a) {
     return fma(w.w, x.w, a);
 }
 
+// Exact F32 weights for kernels that stage a decoded tile (gemm.comp) instead of scaling partial
+// sums: the shifted codes are undone (x POST, exact) and the block scale f (e8m0(...), a power of
+// two) applied, exact whenever the weight is a normal F32 (checkpoint scales keep it there). A NaN
+// scale makes all values NaN; dec_fp8_scaled also makes each NaN code (0x7F / 0xFF) NaN, as the
+// reference decodes it, where the GEMV kernels use fp8_has_nan per chunk.
+#if ENC == ENC_FP8
+vec4 dec_fp8_scaled(uint w, float f) {
+    const vec4 v = dec_fp8(w) * POST * f;
+    const bvec4 nan = equal((uvec4(w) >> uvec4(0u, 8u, 16u, 24u)) & 0x7Fu, uvec4(0x7Fu));
+    return mix(v, vec4(MS_NAN), nan);
+}
+#elif ENC == ENC_FP4
+void dec_fp4_scaled(uint w, float f, out vec4 lo, out vec4 hi) {
+    dec_fp4(w, lo, hi);
+    lo = lo * POST * f;
+    hi = hi * POST * f;
+}
+#endif
+
 #endif

@@ -129,3 +129,4 @@ int upload_new(ms_vk *vk, const void *src, uint64_t bytes, ms_vk_buf *out) {
     return rc ? rc : ms_vk_upload(vk, out, 0, src, bytes);
 }
 
+int ops_exhaustive;

@@ -3,8 +3,8 @@
  * printed and -s repeats a run), NaN/Inf parity, guard words before, between and after every GPU
  * output, and a normalised mean squared error under a named per-op tolerance.
  *
- * usage: test_ops [-o OP] [-s SEED] [-q (print failures only)] [--list] [--perf [--peak GBPS] [--perf-bytes BYTES]
- *                  [--wg N --rows N --unroll N --sg N]]
+ * usage: test_ops [-o OP] [-s SEED] [-q (print failures only)] [--list] [--exhaustive] [--perf [--peak GBPS]
+ *                  [--perf-bytes BYTES] [--wg N --rows N --unroll N --sg N] [--sweep] [--gemm-shape ENC:MxK]]
  * Exit: 0 pass, 1 fail, 77 no Vulkan device, 2 bad usage.
  */
 #include <math.h>
@@ -853,6 +853,9 @@ typedef struct perf_opts {
     uint64_t total_bytes; /* distinct weight bytes per sustained run */
     ms_vk_gemv_tune tune;
     int reps;
+    int sweep; /* gemm: also time every tune of ops_gemm_tunes */
+    ms_wenc gemm_enc; /* --gemm-shape ENC:MxK (gemm_m 0: the built-in shapes) */
+    uint32_t gemm_m, gemm_k;
 } perf_opts;
 
 static int cmp_double(const void *a, const void *b) {
@@ -994,6 +997,134 @@ static int perf_dispatch(ms_vk *vk, ms_vk_cmd *cmd, int reps) {
     return rc;
 }
 
+/* ------------------------------------------------------------------ GEMM performance */
+
+/* Median time per dispatch of one recording of `reps` replays after the 300 ms warm-up of time_cmd;
+ * per = dispatches between the recording's two timestamps. */
+static int time_per(ms_vk_cmd *cmd, int reps, uint32_t per, double *ns) {
+    int rc = time_cmd(cmd, reps, ns);
+    if (!rc) *ns /= per;
+    return rc;
+}
+
+/* Every tune of ops_gemm_tunes this device takes, in one recording (a barrier and a timestamp
+ * between tunes, SWEEP_CHAIN dispatches each), replayed after a 300 ms warm-up; prints the median
+ * time of each and marks the fastest. */
+#define SWEEP_CHAIN 2
+static int sweep_gemm(ms_vk *vk, const ms_vk_weight *w, ms_vk_range xr, ms_vk_range yr, uint32_t n, int reps) {
+    ms_vk_cmd *sc = NULL;
+    uint32_t idx[64], nt = 0;
+    int rc = ms_vk_cmd_create(vk, 64, &sc);
+    if (!rc) rc = ms_vk_cmd_begin(sc);
+    if (!rc) rc = ms_vk_cmd_timestamp(sc, NULL);
+    for (uint32_t i = 0; !rc && i < ops_gemm_n_tunes && nt < 63; i++) {
+        const ms_vk_gemm_tune *tu = &ops_gemm_tunes[i];
+        int r = 0;
+        for (uint32_t c = 0; !r && c < SWEEP_CHAIN; c++) r = ms_vk_rec_gemm(sc, w, xr, w->k, yr, w->m, n, tu);
+        if (r == -MS_E_UNSUPPORTED || r == -MS_E_INVALID_ARG) continue; /* not for this device / encoding (logged) */
+        rc = r;
+        ms_vk_cmd_barrier(sc);
+        if (!rc) rc = ms_vk_cmd_timestamp(sc, NULL);
+        idx[nt++] = i;
+    }
+    if (!rc) rc = ms_vk_cmd_end(sc);
+    static double t[64][64];
+    double ts[64];
+    if (reps > 64) reps = 64;
+    uint64_t w0 = ms_time_ns();
+    while (!rc && ms_elapsed_ms(w0) < 300.0) rc = ms_vk_cmd_run(sc);
+    for (int r = 0; !rc && r < reps; r++) {
+        rc = ms_vk_cmd_run(sc);
+        if (!rc) rc = ms_vk_cmd_timestamps(sc, ts, nt + 1);
+        for (uint32_t j = 0; !rc && j < nt; j++) t[j][r] = (ts[j + 1] - ts[j]) / SWEEP_CHAIN;
+    }
+    double best = 0;
+    uint32_t best_j = 0;
+    double med[64];
+    for (uint32_t j = 0; !rc && j < nt; j++) {
+        med[j] = median(t[j], reps);
+        if (!best || med[j] < best) best = med[j], best_j = j;
+    }
+    const double flop = 2.0 * w->m * w->k * n;
+    for (uint32_t j = 0; !rc && j < nt; j++) {
+        const ms_vk_gemm_tune *tu = &ops_gemm_tunes[idx[j]];
+        const uint32_t ks = tu->wg_size / ((tu->tile_rows / tu->rows_per_inv) * (tu->tile_tokens / tu->tokens_per_inv));
+        printf("sweep %-9s %6ux%-6u n=%-4u tune %3ux%3ux%2u/%ux%u/%4u (ks %u)  %9.2f us  %7.0f GFLOP/s%s\n",
+               ms_wenc_name(w->enc), w->m, w->k, n, tu->tile_rows, tu->tile_tokens, tu->tile_k, tu->rows_per_inv,
+               tu->tokens_per_inv, tu->wg_size, ks, med[j] * 1e-3, flop / med[j], j == best_j ? "  best" : "");
+    }
+    if (rc) printf("sweep %s %ux%u n=%u  error: %s\n", ms_wenc_name(w->enc), w->m, w->k, n, ms_strerror(rc));
+    ms_vk_cmd_free(sc);
+    return rc;
+}
+
+/* The GEMM at n tokens with the default tune: one dispatch alone and a chain of 8 (no barriers),
+ * GFLOP/s and weight GB/s; then the GEMV at n = 8 on the same weight (chain of 8), scaled to n tokens. */
+static int perf_gemm(ms_vk *vk, ms_vk_cmd *cmd, ms_wenc enc, uint32_t m, uint32_t k, const perf_opts *po, int sweep) {
+    static const uint32_t ns[] = {64, 512};
+    const uint32_t n_max = 512, chain = 8;
+    void *wd = NULL;
+    uint8_t *ws = NULL;
+    int rc = make_weight(enc, m, k, &wd, &ws);
+    ms_weight_view view = {enc, m, k, wd, ws};
+    const uint64_t wbytes = ms_wenc_data_bytes(enc, m, k) + ms_wenc_scale_bytes(enc, m, k);
+    ms_vk_weight w;
+    memset(&w, 0, sizeof w);
+    ms_vk_buf xb = {0}, yb = {0};
+    float *x = ms_malloc((size_t)k * n_max * 4);
+    if (!rc) rc = ms_vk_weight_upload(vk, &view, 0, &w);
+    for (size_t i = 0; x && i < (size_t)k * n_max; i++) x[i] = rng_uniform();
+    if (!rc) rc = x ? upload_new(vk, x, (uint64_t)k * n_max * 4, &xb) : -MS_E_NOMEM;
+    if (!rc) rc = ms_vk_buf_alloc(vk, MS_VK_MEM_DEVICE, (uint64_t)m * n_max * 4, &yb);
+    double gemv_ns = 0;
+    for (size_t ni = 0; !rc && ni < sizeof ns / sizeof ns[0]; ni++) {
+        const uint32_t n = ns[ni];
+        const ms_vk_range xr = ms_vk_buf_range(&xb, 0, (uint64_t)k * n * 4), yr = ms_vk_buf_range(&yb, 0, (uint64_t)m * n * 4);
+        double one_ns = 0, chain_ns = 0;
+        rc = ms_vk_cmd_begin(cmd);
+        if (!rc) rc = ms_vk_cmd_timestamp(cmd, NULL);
+        if (!rc) rc = ms_vk_rec_gemm(cmd, &w, xr, k, yr, m, n, NULL);
+        if (!rc) rc = ms_vk_cmd_timestamp(cmd, NULL);
+        if (!rc) rc = ms_vk_cmd_end(cmd);
+        if (!rc) rc = time_per(cmd, po->reps, 1, &one_ns);
+        if (!rc) rc = ms_vk_cmd_begin(cmd);
+        if (!rc) rc = ms_vk_cmd_timestamp(cmd, NULL);
+        for (uint32_t i = 0; !rc && i < chain; i++) rc = ms_vk_rec_gemm(cmd, &w, xr, k, yr, m, n, NULL);
+        if (!rc) rc = ms_vk_cmd_timestamp(cmd, NULL);
+        if (!rc) rc = ms_vk_cmd_end(cmd);
+        if (!rc) rc = time_per(cmd, po->reps, chain, &chain_ns);
+        if (!rc && !gemv_ns) { /* the GEMV at its widest, n = 8 (MS_GEMV_MAX_COLS), same weight */
+            rc = ms_vk_cmd_begin(cmd);
+            if (!rc) rc = ms_vk_cmd_timestamp(cmd, NULL);
+            for (uint32_t i = 0; !rc && i < chain; i++)
+                rc = ms_vk_rec_gemv(cmd, &w, ms_vk_buf_range(&xb, 0, (uint64_t)k * 8 * 4), k,
+                                    ms_vk_buf_range(&yb, 0, (uint64_t)m * 8 * 4), m, 8, NULL);
+            if (!rc) rc = ms_vk_cmd_timestamp(cmd, NULL);
+            if (!rc) rc = ms_vk_cmd_end(cmd);
+            if (!rc) rc = time_per(cmd, po->reps, chain, &gemv_ns);
+        }
+        if (rc) break;
+        ms_vk_gemm_tune used;
+        ms_vk_gemm_tune_default(vk, enc, m, k, n, &used);
+        const double flop = 2.0 * m * k * n, gemv_tok = gemv_ns * n / 8;
+        printf("perf gemm_%-4s %6ux%-6u n=%-3u  one GEMM %9.2f us %7.0f GFLOP/s %6.0f GB/s  chain of %u %9.2f us "
+               "%7.0f GFLOP/s  |  GEMV n=8 %8.2f us/call -> %9.2f us per %u tokens (%5.0f GFLOP/s): GEMM %.1fx  "
+               "tune %ux%ux%u/%ux%u/%u\n",
+               ms_wenc_name(enc), m, k, n, one_ns * 1e-3, flop / one_ns, wbytes / one_ns, chain, chain_ns * 1e-3,
+               flop / chain_ns, gemv_ns * 1e-3, gemv_tok * 1e-3, n, flop / gemv_tok, gemv_tok / chain_ns,
+               used.tile_rows, used.tile_tokens, used.tile_k, used.rows_per_inv, used.tokens_per_inv, used.wg_size);
+        if (sweep) rc = sweep_gemm(vk, &w, xr, yr, n, po->reps);
+    }
+    if (rc) printf("perf gemm_%s %ux%u  error: %s\n", ms_wenc_name(enc), m, k, ms_strerror(rc));
+    ms_vk_weight_free(vk, &w);
+    ms_vk_buf_free(vk, &xb);
+    ms_vk_buf_free(vk, &yb);
+    ms_free(x);
+    ms_free(wd);
+    ms_free(ws);
+    return rc;
+}
+
 static int run_perf(ms_vk *vk, ms_vk_cmd *cmd, const perf_opts *po, const char *only) {
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     double copy_gbs = 0;
@@ -1021,15 +1152,30 @@ static int run_perf(ms_vk *vk, ms_vk_cmd *cmd, const perf_opts *po, const char *
         if (rc) return rc;
     }
     if (!only || strcmp(only, "dispatch") == 0) rc = perf_dispatch(vk, cmd, po->reps);
+    /* prefill GEMM shapes: V4-Pro wo_b and wq_a (FP8), a BF16 square, a V4-Flash expert (FP4) */
+    static const struct {
+        ms_wenc enc;
+        uint32_t m, k;
+    } gemm_shapes[] = {
+        {MS_WENC_FP8, 7168, 16384}, {MS_WENC_FP8, 1536, 7168}, {MS_WENC_BF16, 4096, 4096}, {MS_WENC_FP4, 2048, 4096},
+    };
+    if (po->gemm_m) /* --gemm-shape: that one instead */
+        return !only || strcmp(only, "gemm") == 0 ? perf_gemm(vk, cmd, po->gemm_enc, po->gemm_m, po->gemm_k, po, po->sweep)
+                                                   : rc;
+    for (size_t i = 0; !rc && i < sizeof gemm_shapes / sizeof gemm_shapes[0]; i++)
+        if (!only || strcmp(only, "gemm") == 0)
+            rc = perf_gemm(vk, cmd, gemm_shapes[i].enc, gemm_shapes[i].m, gemm_shapes[i].k, po, po->sweep);
     return rc;
 }
 
 /* ------------------------------------------------------------------ main */
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: test_ops [-o OP] [-s SEED] [-q] [--list] [--perf [--peak GBPS] [--perf-bytes N]\n"
-               "                [--reps N] [--wg N --rows N --unroll N --sg N]]\n"
-               "  OP: gemv_f32 gemv_bf16 gemv_fp8 gemv_fp4 rmsnorm (with --perf also: dispatch)\n");
+    fprintf(f, "usage: test_ops [-o OP] [-s SEED] [-q] [--list] [--exhaustive] [--perf [--peak GBPS] [--perf-bytes N]\n"
+               "                [--reps N] [--wg N --rows N --unroll N --sg N] [--sweep] [--gemm-shape ENC:MxK]]\n"
+               "  OP: gemv_f32 gemv_bf16 gemv_fp8 gemv_fp4 rmsnorm, a family (--list) (with --perf: gemv_*, dispatch,\n"
+               "      gemm; --sweep: every gemm tune candidate too)\n"
+               "  --exhaustive: families run every variant (gemm: every tune on every encoding)\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out) {
@@ -1040,11 +1186,28 @@ static int parse_u64(const char *s, uint64_t *out) {
     return 0;
 }
 
+/* ENC:MxK, e.g. fp8:1536x7168 */
+static int parse_gemm_shape(const char *s, perf_opts *po) {
+    static const char *const names[MS_WENC_COUNT] = {"f32", "bf16", "fp8", "fp4"};
+    for (int e = 0; e < MS_WENC_COUNT; e++) {
+        size_t l = strlen(names[e]);
+        unsigned m, k;
+        char tail;
+        if (strncmp(s, names[e], l) == 0 && s[l] == ':' && sscanf(s + l + 1, "%ux%u%c", &m, &k, &tail) == 2 && m && k) {
+            po->gemm_enc = (ms_wenc)e;
+            po->gemm_m = m;
+            po->gemm_k = k;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 int main(int argc, char **argv) {
     const char *only = NULL;
     uint64_t seed = 20261129, v;
     int list = 0, perf = 0, verbose = 1;
-    perf_opts po = {0, 2ull << 30, {0}, 7};
+    perf_opts po = {0, 2ull << 30, {0}, 7, 0, MS_WENC_F32, 0, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1058,10 +1221,14 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--rows") == 0 && val && !parse_u64(val, &v)) po.tune.rows_per_wg = (uint32_t)v;
         else if (strcmp(a, "--unroll") == 0 && val && !parse_u64(val, &v)) po.tune.unroll = (uint32_t)v;
         else if (strcmp(a, "--sg") == 0 && val && !parse_u64(val, &v)) po.tune.subgroup_size = (uint32_t)v;
+        else if (strcmp(a, "--gemm-shape") == 0 && val && !parse_gemm_shape(val, &po)) {
+        }
         else {
             takes = 0;
             if (strcmp(a, "--list") == 0) list = 1;
             else if (strcmp(a, "--perf") == 0) perf = 1;
+            else if (strcmp(a, "--sweep") == 0) po.sweep = 1;
+            else if (strcmp(a, "--exhaustive") == 0) ops_exhaustive = 1;
             else if (strcmp(a, "-q") == 0) verbose = 0;
             else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
                 usage(stdout);

@@ -453,4 +453,32 @@ int ms_vk_rec_moe_down(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range p
                        uint32_t n_experts, ms_vk_range idx, ms_vk_range act, ms_vk_range base,
                        ms_vk_range y, uint32_t n, uint32_t k);
 
+/* ---------------------------------------------------------------- GEMM (engine/vk/ops_gemm.c) */
+
+/* GEMM tunables: the specialization constants of shaders/gemm.comp (shaders/gemm.h). Zero fields =
+ * the per-device default for the shape (ms_vk_gemm_tune_default). All powers of two. */
+typedef struct ms_vk_gemm_tune {
+    uint32_t tile_rows;      /* BM: output rows per workgroup, >= rows_per_inv */
+    uint32_t tile_tokens;    /* BN: tokens per workgroup, >= tokens_per_inv */
+    uint32_t tile_k;         /* BK: k elements per shared-memory tile, >= the elements in 16 bytes */
+    uint32_t wg_size;        /* invocations: (BM / TM) * (BN / TN) * KS, KS (<= BK) K slices summed at the end */
+    uint32_t rows_per_inv;   /* TM: 4 or 8 */
+    uint32_t tokens_per_inv; /* TN: 4 or 8 */
+} ms_vk_gemm_tune;
+
+/* The tunables ms_vk_rec_gemm uses for this encoding and shape with a NULL (or all-zero) tune. */
+void ms_vk_gemm_tune_default(const ms_vk *vk, ms_wenc enc, uint32_t m, uint32_t k, uint32_t n,
+                             ms_vk_gemm_tune *out);
+
+/* y[t][r] = W[r,:] . x[t][:] for t < n (n >= 1, no upper bound but the ranges and 2^32-element
+ * indexing): the same operation as ms_vk_rec_gemv (reference ms_ref_gemv), for prefill, where each
+ * workgroup decodes a weight tile once and reuses it across its tile of tokens. x: [n][x_stride] F32,
+ * y: [n][y_stride] F32 (padding between tokens is not written). F32 products and sums. Records one
+ * dispatch per weight part. -MS_E_INVALID_ARG for bad arguments (ranges too small, strides, a
+ * malformed tune), -MS_E_UNSUPPORTED (with a logged reason) for what this device cannot run (a
+ * tune over its shared memory or workgroup limits, ranges over maxStorageBufferRange, indices past
+ * 2^32, a grid too large). */
+int ms_vk_rec_gemm(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t x_stride, ms_vk_range y,
+                   uint32_t y_stride, uint32_t n, const ms_vk_gemm_tune *tune);
+
 #endif
