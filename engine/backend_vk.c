@@ -7,11 +7,14 @@
  * a slot table (expert id -> record), the shared expert into a one-record pool of its own.
  *
  * Sessions own their whole KV state in device memory: per layer the window ring (ring_len =
- * min(window + MS_VK_BATCH - 1, max_tokens) rows, so a batch's own rows never overwrite rows its
+ * min(window + MS_VK_PREFILL - 1, max_tokens) rows, so a batch's own rows never overwrite rows its
  * earlier queries see), the compressor states and emitted rows, the indexer keys. A forward call
- * runs batches of up to MS_VK_BATCH tokens; each batch size has one command buffer, recorded the
- * first time and replayed after: everything that changes per batch (position, token ids, RoPE
- * tables) sits in a small step buffer that the recording copies from host memory first.
+ * runs batches of MS_VK_PREFILL tokens (dense projections through the GEMM kernels) while that
+ * many remain, then batches of up to MS_VK_BATCH (GEMV kernels); each batch size has one command
+ * buffer, recorded the first time and replayed after: everything that changes per batch
+ * (position, token ids, RoPE tables) sits in a small step buffer that the recording copies from
+ * host memory first. A prefill batch rounds its sums in another order than the GEMV batches, so
+ * on this backend different splits of a sequence agree within F32 rounding, not bit for bit.
  *
  * Numerics: F32 everywhere with F32 accumulation (the reference accumulates in double); the
  * same two fake-quant steps (e4m3 KV latent, FP4 indexer q/k), each off with its no_fq_* option.
@@ -28,7 +31,8 @@
 #include "engine/ref/v4_internal.h" /* the bound views of the reference's model */
 #include "engine/vk/vk.h"
 
-#define MS_VK_BATCH 8u /* tokens per recorded forward: the GEMV kernels take 1..8 columns */
+#define MS_VK_BATCH 8u    /* tokens per GEMV-path recording: the GEMV kernels take 1..8 columns */
+#define MS_VK_PREFILL 64u /* tokens per GEMM-path (prefill) recording */
 #define MAX_RATIOS 4u  /* distinct compression ratios with a RoPE table of their own */
 
 typedef struct vk_cmp {
@@ -93,8 +97,8 @@ typedef struct vk_session {
     ms_vk_buf part;               /* [B][n_slices][mix_n + 1] */
     ms_vk_buf h[2], x, y, ysh, zeros, mix, post, comb, qr, q, kv, o, u, u_full, ca, cg, ia, ig, qi,
         wi, idx_scratch, sel, att_scratch, glog, route, rw, act, sh_act, hfin, logits, logits_host;
-    ms_vk_cmd *cmd[MS_VK_BATCH + 1]; /* per batch size: recorded once, replayed */
-    bool recorded[MS_VK_BATCH + 1];
+    ms_vk_cmd *cmd[MS_VK_BATCH + 2]; /* per batch size 1..8, [MS_VK_BATCH + 1] the prefill one */
+    bool recorded[MS_VK_BATCH + 2];
     float *cs_tmp;                   /* [rope_dim] one host RoPE row */
     /* counts of the one-token recording: the layers together, and everything */
     uint32_t layer_dispatches, layer_barriers, total_dispatches;
@@ -352,9 +356,9 @@ static int vk_model_open(ms_engine *e, char *err, size_t err_len) {
     if (!rc) rc = buf_up(M->vk, M->ref->hc_head_scale, 4, &M->hc_head_scale);
     if (!rc) rc = w_up(M->vk, &v, &M->hc_head_fn);
     if (!rc) rc = w_up(M->vk, &M->ref->head, &M->head);
-    uint32_t zeros[MS_VK_BATCH] = {0};
-    float ones[MS_VK_BATCH];
-    for (uint32_t i = 0; i < MS_VK_BATCH; i++) ones[i] = 1.0f;
+    uint32_t zeros[MS_VK_PREFILL] = {0};
+    float ones[MS_VK_PREFILL];
+    for (uint32_t i = 0; i < MS_VK_PREFILL; i++) ones[i] = 1.0f;
     if (!rc) rc = buf_up(M->vk, zeros, 4, &M->sh_slots);
     if (!rc) rc = buf_up(M->vk, zeros, sizeof zeros, &M->zero_idx);
     if (!rc) rc = buf_up(M->vk, ones, sizeof ones, &M->ones);
@@ -376,7 +380,7 @@ static void vk_session_free(ms_session *s) {
     vk_session *S = s->backend;
     if (!S) return;
     ms_vk *vk = S->M->vk;
-    for (uint32_t i = 0; i <= MS_VK_BATCH; i++) ms_vk_cmd_free(S->cmd[i]);
+    for (uint32_t i = 0; i <= MS_VK_BATCH + 1; i++) ms_vk_cmd_free(S->cmd[i]);
     ms_vk_cmd_free(S->cmd_prof);
     ms_vk_cmd_free(S->cmd_tap);
     ms_vk_buf_free(vk, &S->tap_host);
@@ -439,7 +443,7 @@ static int vk_session_create(ms_session *s) {
     if (!S) return -MS_E_NOMEM;
     s->backend = S;
     S->M = M;
-    const uint64_t B = MS_VK_BATCH, hd = c->head_dim, dim = c->dim, hc = c->hc_mult;
+    const uint64_t B = MS_VK_PREFILL, hd = c->head_dim, dim = c->dim, hc = c->hc_mult;
     const uint64_t qdim = (uint64_t)c->n_heads * hd, mixn = (2 + hc) * hc;
     const uint64_t nI = c->index_n_heads, dI = c->index_head_dim, K = c->n_active_experts;
     uint64_t ring = (uint64_t)c->window + B - 1;
@@ -485,8 +489,8 @@ static int vk_session_create(ms_session *s) {
     /* the attention's split records: the most any layer needs at any batch size */
     uint64_t att_scratch = 16;
     for (uint32_t li = 0; li < c->n_layers; li++)
-        for (uint32_t b = 1; b <= MS_VK_BATCH; b++) {
-            uint32_t r = M->layers[li].ratio;
+        for (uint32_t i = 1; i <= MS_VK_BATCH + 1; i++) {
+            const uint32_t r = M->layers[li].ratio, b = i <= MS_VK_BATCH ? i : MS_VK_PREFILL;
             uint64_t need = ms_vk_attention_scratch_bytes(vk, b, c->n_heads, c->head_dim, c->window, r,
                                                           r == 4 ? c->index_topk : 0,
                                                           r ? S->ls[li].cmp_n_rows : 0, NULL);
@@ -506,7 +510,7 @@ static int vk_session_create(ms_session *s) {
         {&S->u_full, B * c->o_groups * c->o_lora_rank * 4}, {&S->ca, B * 2 * hd * 4},
         {&S->cg, B * 2 * hd * 4}, {&S->ia, B * 2 * dI * 4}, {&S->ig, B * 2 * dI * 4},
         {&S->qi, B * nI * dI * 4}, {&S->wi, B * nI * 4},
-        {&S->idx_scratch, ms_vk_indexer_scratch_bytes(MS_VK_BATCH, max_idx_rows, (uint32_t)topk)},
+        {&S->idx_scratch, ms_vk_indexer_scratch_bytes(MS_VK_PREFILL, max_idx_rows, (uint32_t)topk)},
         {&S->sel, B * topk * 4},
         {&S->att_scratch, att_scratch},
         {&S->glog, B * c->n_routed_experts * 4}, {&S->route, B * K * 4}, {&S->rw, B * K * 4},
@@ -569,10 +573,17 @@ static int mark(vk_session *S, ms_vk_cmd *cmd, int cls) {
     return 0;
 }
 
-/* No barrier: the caller puts one after each wave of independent work. */
+/* y = W x for n tokens: the GEMV kernels up to MS_VK_BATCH tokens, the GEMM ones above. No
+ * barrier: the caller puts one after each wave of independent work. */
+static int mm(ms_vk_cmd *cmd, const ms_vk_weight *w, ms_vk_range x, uint32_t x_stride, ms_vk_range y,
+              uint32_t y_stride, uint32_t n) {
+    return n > MS_VK_BATCH ? ms_vk_rec_gemm(cmd, w, x, x_stride, y, y_stride, n, NULL)
+                           : ms_vk_rec_gemv(cmd, w, x, x_stride, y, y_stride, n, NULL);
+}
+
 static int gemv(ms_vk_cmd *cmd, const ms_vk_weight *w, const ms_vk_buf *x, uint32_t x_stride,
                 const ms_vk_buf *y, uint32_t y_stride, uint32_t n) {
-    return ms_vk_rec_gemv(cmd, w, whole(x), x_stride, whole(y), y_stride, n, NULL);
+    return mm(cmd, w, whole(x), x_stride, whole(y), y_stride, n);
 }
 
 /* Attention sub-layer of layer li for n tokens: x (after attn_norm) -> y.
@@ -674,9 +685,9 @@ static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n)
     for (uint32_t g = 0; g < G; g++) {
         ms_vk_range xg = at(&S->o, (uint64_t)g * gin * 4);
         if (!L->wo_a_full) {
-            TRY(ms_vk_rec_gemv(cmd, &L->wo_a[g], xg, qdim, at(&S->u, (uint64_t)g * ol * 4), G * ol, n, NULL));
+            TRY(mm(cmd, &L->wo_a[g], xg, qdim, at(&S->u, (uint64_t)g * ol * 4), G * ol, n));
         } else {
-            TRY(ms_vk_rec_gemv(cmd, &L->wo_a[0], xg, qdim, whole(&S->u_full), G * ol, n, NULL));
+            TRY(mm(cmd, &L->wo_a[0], xg, qdim, whole(&S->u_full), G * ol, n));
             ms_vk_cmd_barrier(cmd);
             for (uint32_t t = 0; t < n; t++) {
                 uint64_t off = ((uint64_t)t * G * ol + (uint64_t)g * ol) * 4;
@@ -745,7 +756,7 @@ static int rec_hc(vk_session *S, ms_vk_cmd *cmd, uint32_t *cur, bool post, const
     return mark(S, cmd, P_HC_PRE);
 }
 
-/* The whole forward pass of n <= MS_VK_BATCH tokens whose step data is in S->step_host. */
+/* The whole forward pass of n <= MS_VK_PREFILL tokens whose step data is in S->step_host. */
 static int record(vk_session *S, ms_vk_cmd *cmd, uint32_t n) {
     const vk_model *M = S->M;
     const ms_v4_config *c = &M->ref->cfg;
@@ -830,18 +841,20 @@ static int prof_add(vk_session *S) {
     return 0;
 }
 
-static int vk_forward(ms_session *s, const uint32_t *tokens, uint32_t n, float *logits) {
+/* logits: [n][vocab] every row, or (last_only) [vocab] the last one. */
+static int forward_rows(ms_session *s, const uint32_t *tokens, uint32_t n, float *logits, bool last_only) {
     vk_session *S = s->backend;
     const ms_v4_config *c = &S->M->ref->cfg;
     ms_vk *vk = S->M->vk;
     uint32_t pos = s->pos;
-    for (uint32_t t0 = 0; t0 < n; t0 += MS_VK_BATCH) {
-        uint32_t b = n - t0 < MS_VK_BATCH ? n - t0 : MS_VK_BATCH;
+    for (uint32_t t0 = 0, b; t0 < n; t0 += b) {
+        b = n - t0 >= MS_VK_PREFILL ? MS_VK_PREFILL : n - t0 < MS_VK_BATCH ? n - t0 : MS_VK_BATCH;
+        const uint32_t slot = b == MS_VK_PREFILL ? MS_VK_BATCH + 1 : b;
         bool prof = S->profiling && b == 1;
         bool tapping = s->tap && b == 1; /* the tap recording, not profiled */
         if (tapping) prof = false;
-        ms_vk_cmd **cmd = prof ? &S->cmd_prof : &S->cmd[b];
-        bool *recorded = prof ? &S->prof_recorded : &S->recorded[b];
+        ms_vk_cmd **cmd = prof ? &S->cmd_prof : &S->cmd[slot];
+        bool *recorded = prof ? &S->prof_recorded : &S->recorded[slot];
         if (tapping) cmd = &S->cmd_tap, recorded = &S->tap_recorded;
         if (!*cmd) TRY(ms_vk_cmd_create(vk, prof ? S->max_marks : 0, cmd));
         if (!*recorded) {
@@ -860,10 +873,22 @@ static int vk_forward(ms_session *s, const uint32_t *tokens, uint32_t n, float *
         TRY(ms_vk_cmd_run(*cmd));
         if (prof) TRY(prof_add(S));
         TRY(ms_vk_buf_invalidate(vk, &S->logits_host));
-        memcpy(logits + (size_t)t0 * c->vocab_size, S->logits_host.map, (size_t)b * c->vocab_size * 4);
+        if (!last_only)
+            memcpy(logits + (size_t)t0 * c->vocab_size, S->logits_host.map, (size_t)b * c->vocab_size * 4);
+        else if (t0 + b == n)
+            memcpy(logits, (const float *)S->logits_host.map + (size_t)(b - 1) * c->vocab_size,
+                   (size_t)c->vocab_size * 4);
         if (tapping) TRY(tap_deliver(s, pos + t0));
     }
     return 0;
+}
+
+static int vk_forward(ms_session *s, const uint32_t *tokens, uint32_t n, float *logits) {
+    return forward_rows(s, tokens, n, logits, false);
+}
+
+static int vk_forward_last(ms_session *s, const uint32_t *tokens, uint32_t n, float *last) {
+    return forward_rows(s, tokens, n, last, true);
 }
 
 static int vk_info(ms_engine *e, bool measure, ms_engine_info *out) {
@@ -940,6 +965,7 @@ const ms_backend_ops ms_backend_vk_ops = {
     .session_create = vk_session_create,
     .session_free = vk_session_free,
     .forward = vk_forward,
+    .forward_last = vk_forward_last,
     .reset = vk_reset,
     .nonfinite = vk_nonfinite,
     .info = vk_info,

@@ -154,6 +154,13 @@ uint32_t ms_session_max_tokens(const ms_session *s) { return s->max_tokens; }
 /* Feeds tokens without the caller wanting every row: chunks into scratch, last row kept. */
 static int feed_chunks(ms_session *s, const uint32_t *tokens, uint32_t n) {
     size_t vocab = s->e->cfg.vocab_size;
+    if (s->e->ops->forward_last) {
+        int rc = s->e->ops->forward_last(s, tokens, n, s->last);
+        if (rc) return rc;
+        memcpy(s->tokens + s->pos, tokens, n * sizeof *tokens);
+        s->pos += n;
+        return 0;
+    }
     for (uint32_t t0 = 0; t0 < n; t0 += MS_ENGINE_CHUNK) {
         uint32_t k = n - t0 < MS_ENGINE_CHUNK ? n - t0 : MS_ENGINE_CHUNK;
         int rc = s->e->ops->forward(s, tokens + t0, k, s->scratch);

@@ -79,7 +79,9 @@ int ms_session_create(ms_engine *e, uint32_t max_tokens, ms_session **out);
 void ms_session_free(ms_session *s); /* NULL ok */
 
 /* Appends n tokens at the session's position (prefill when n > 1, decode when n == 1); any split
- * of a sequence into calls gives the same logits. logits: [n][vocab] for every position of the
+ * of a sequence into calls gives the same logits: bit for bit on the CPU reference, within F32
+ * rounding on Vulkan (prefill batches run through GEMM kernels, decode through GEMV ones; with
+ * the fake-quant steps on, a rounding difference can flip a stored code). logits: [n][vocab] for every position of the
  * call, or NULL; either way the last position's logits are kept (ms_session_logits). Returns 0,
  * -MS_E_INVALID_ARG (n == 0, a token id >= vocab_size), -MS_E_RANGE (the session would exceed
  * max_tokens). */

@@ -15,6 +15,10 @@ typedef struct ms_backend_ops {
     int (*session_create)(ms_session *s);
     void (*session_free)(ms_session *s);
     int (*forward)(ms_session *s, const uint32_t *tokens, uint32_t n, float *logits);
+    /* optional: the same for any n, writing only the last row of logits [vocab] (a prefill
+     * without per-position logits, in the backend's own batch sizes); NULL: the common code calls
+     * forward in chunks of MS_ENGINE_CHUNK */
+    int (*forward_last)(ms_session *s, const uint32_t *tokens, uint32_t n, float *last);
     void (*reset)(ms_session *s);
     int (*nonfinite)(const ms_session *s, uint32_t *pos, uint32_t *layer, const char **stage);
     /* device name, bandwidth (when measure); the common code fills the rest */

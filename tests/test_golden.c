@@ -10,7 +10,7 @@
  *  - max |Δ logprob| over every position and vocabulary entry below TOL_LOGPROB;
  *  - the top-1 token equal at every position whose golden margin exceeds TOL_TOP1_MARGIN;
  *  - prefill in chunks (and token by token) against one full pass: bit-identical on the CPU
- *    reference; on Vulkan within TOL_SPLIT (a batch of one token and a batch of eight run through
+ *    reference; on Vulkan within TOL_SPLIT (batches of one, eight and 64 tokens run through
  *    different GEMV kernels, so F32 sums round differently);
  *  - the greedy continuation identical, token by token;
  *  - the tests see both official fake-quant steps: with either one switched off, the first
@@ -49,10 +49,13 @@
  * than an ulp. Observed: flash_like 1.1e-5 (no flip); pro_like 'short' 6.5e-3 at position 6, the
  * same token by token, while the continuous path (both steps off) agrees with the CPU reference
  * to 5e-6 there, so the difference comes from a quantisation step, not from the continuous
- * maths. Top-1 and the greedy continuation stay exact requirements. */
-#define TOL_LOGPROB_VK_FQ 1e-2
+ * maths. With prefill batches of 64 through the GEMM kernels (another summation order again):
+ * pro_like 'long' 1.77e-2 at position 101 on lavapipe, while its continuous path stays at 7.5e-6.
+ * Top-1 and the greedy continuation stay exact requirements; the continuous path is held to
+ * TOL_LOGPROB below. */
+#define TOL_LOGPROB_VK_FQ 5e-2
 /* Vulkan, one prompt fed in different splits: F32 rounding of different kernels only (a batch of
- * one token and of eight take different GEMV kernels), plus the same flips as above. */
+ * one token, of eight and of 64 take different GEMV / GEMM kernels), plus the same flips as above. */
 #define TOL_SPLIT TOL_LOGPROB_VK_FQ
 
 static ms_backend g_backend = MS_BACKEND_CPU;
