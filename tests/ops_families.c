@@ -7,5 +7,6 @@ const ops_family *const ops_families[] = {
     &ops_fam_attention,
     &ops_fam_kv_store,
     &ops_fam_moe,
+    &ops_fam_moe_grouped,
     NULL,
 };

@@ -70,5 +70,6 @@ extern const ops_family ops_fam_indexer;
 extern const ops_family ops_fam_attention;
 extern const ops_family ops_fam_kv_store;
 extern const ops_family ops_fam_moe;
+extern const ops_family ops_fam_moe_grouped;
 
 #endif
