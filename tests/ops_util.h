@@ -77,5 +77,6 @@ extern const ms_vk_gemm_tune ops_gemm_tunes[];
 extern const uint32_t ops_gemm_n_tunes;
 /* test_ops --exhaustive: families may run more variants per case (tests/ops_util.c, default 0). */
 extern int ops_exhaustive;
+extern const ops_family ops_fam_moe_grouped;
 
 #endif

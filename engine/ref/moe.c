@@ -146,3 +146,27 @@ void ms_ref_moe_down(const ms_ref_expert_layout *L, const void *pool, size_t poo
             for (uint32_t j = 0; j < nr; j++) y[(size_t)t * dim + r + j] = (float)tot[j];
         }
 }
+
+void ms_ref_moe_group(const uint32_t *idx, const uint32_t *slots, uint32_t n_experts, uint64_t n_records,
+                      uint32_t n, uint32_t k, uint32_t *offsets, uint32_t *list, uint32_t *pos) {
+    const size_t np = (size_t)n * k;
+    for (uint32_t e = 0; e <= n_experts; e++) offsets[e] = 0;
+    for (size_t p = 0; p < np; p++) {
+        const uint32_t e = idx[p];
+        if (e < n_experts && slots[e] < n_records) offsets[e + 1]++;
+    }
+    for (uint32_t e = 0; e < n_experts; e++) offsets[e + 1] += offsets[e];
+    /* pairs in ascending p: each lands after the earlier pairs of its expert */
+    for (size_t p = 0; p < np; p++) {
+        const uint32_t e = idx[p];
+        if (e < n_experts && slots[e] < n_records) {
+            pos[p] = offsets[e]++;
+            list[pos[p]] = (uint32_t)p;
+        } else {
+            pos[p] = 0xFFFFFFFFu;
+        }
+    }
+    /* offsets[e] now holds the start of e + 1: shift back */
+    for (uint32_t e = n_experts; e > 0; e--) offsets[e] = offsets[e - 1];
+    offsets[0] = 0;
+}

@@ -262,4 +262,12 @@ void ms_ref_moe_down(const ms_ref_expert_layout *L, const void *pool, size_t poo
                      const uint32_t *slots, uint32_t n_experts, const uint32_t *idx,
                      const float *act, const float *base, float *y, uint32_t n, uint32_t k);
 
+/* The (token, active expert) pairs grouped by expert (shaders/moe_group.comp, shaders/moe_grouped.h):
+ * pair p = t*k + a of idx [n][k] is valid when e = idx[p] < n_experts and slots[e] < n_records.
+ * offsets [n_experts+1]: offsets[e] = valid pairs of experts < e; list [n*k]: the valid pairs of
+ * expert e at list[offsets[e] .. offsets[e+1]) in ascending p (entries past offsets[n_experts]
+ * untouched); pos [n*k]: p's index in list, 0xFFFFFFFF for an invalid pair. */
+void ms_ref_moe_group(const uint32_t *idx, const uint32_t *slots, uint32_t n_experts, uint64_t n_records,
+                      uint32_t n, uint32_t k, uint32_t *offsets, uint32_t *list, uint32_t *pos);
+
 #endif

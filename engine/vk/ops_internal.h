@@ -29,4 +29,8 @@ int ms_vk_op_dispatch(ms_vk_cmd *c, const char *variant, const uint32_t *spec, u
                       const ms_vk_range *b, uint32_t n_b, void *push, size_t push_size,
                       uint32_t *groups_x, uint64_t n_groups);
 
+/* The expert layout is one ms_vk_expert_layout_make could have made and the MoE shaders can run
+ * (engine/vk/ops_moe.c): shape rules, 256-byte-aligned parts inside the record. */
+bool ms_vk_expert_layout_ok(const ms_vk_expert_layout *L);
+
 #endif

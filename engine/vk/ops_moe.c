@@ -299,3 +299,6 @@ int ms_vk_rec_moe_down(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range p
     return moe_dispatch(c, "rec_moe_down", L->enc, true, b,
                         &pc, L->dim, n, act.offset);
 }
+
+/* The layout rule above, for the grouped recorders (engine/vk/ops_moe_grouped.c). */
+bool ms_vk_expert_layout_ok(const ms_vk_expert_layout *L) { return layout_ok(L); }

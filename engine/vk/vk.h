@@ -480,5 +480,51 @@ void ms_vk_gemm_tune_default(const ms_vk *vk, ms_wenc enc, uint32_t m, uint32_t 
  * 2^32, a grid too large). */
 int ms_vk_rec_gemm(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t x_stride, ms_vk_range y,
                    uint32_t y_stride, uint32_t n, const ms_vk_gemm_tune *tune);
+/* ---------------------------------------------------------------- MoE grouped by expert (engine/vk/ops_moe_grouped.c) */
+
+/* The parts of ms_vk_rec_moe_grouped's scratch (shaders/moe_grouped.h), as byte offsets from the
+ * range's start, each a multiple of 256: act F32 [n][k][inter] (the up output), out F32 [n][k][dim]
+ * (the down output per pair), offsets U32 [n_experts+1], list U32 [n*k] and pos U32 [n*k] (the
+ * pairs grouped by expert, as ms_ref_moe_group), experts U32 [n_experts+1] (how many experts have
+ * pairs, then those experts in ascending id); bytes: the size of the whole. */
+typedef struct ms_vk_moe_grouped_scratch {
+    uint64_t act, out, offsets, experts, list, pos;
+    uint64_t bytes;
+} ms_vk_moe_grouped_scratch;
+void ms_vk_moe_grouped_scratch_layout(uint32_t n, uint32_t k, uint32_t n_experts, uint32_t dim, uint32_t inter,
+                                      ms_vk_moe_grouped_scratch *out);
+uint64_t ms_vk_moe_grouped_scratch_bytes(uint32_t n, uint32_t k, uint32_t n_experts, uint32_t dim, uint32_t inter);
+
+/* ms_vk_rec_moe_up followed by ms_vk_rec_moe_down (the same arguments and rules; act in scratch) for
+ * prefill: y[t] = base[t] + sum over a < k in order of a of w2_e SwiGLU(w1_e x[t], w3_e x[t]) rw[t][a],
+ * e = idx[t][a]; an id >= n_experts or a slot past the pool (0xFFFFFFFF) adds nothing. The pairs are
+ * grouped by expert first, so each expert's rows are read once per tile of its pairs instead of
+ * once per pair. Records four dispatches (group, up, down, sum) with barriers between them; the
+ * grids are fixed by n, k, n_experts, the layout and the device (up and down walk the work of the
+ * experts that have pairs, read on the device), so one recording serves any routing. Results: act
+ * and out as the per-pair kernels up to F32 summation order; the sum over a is in F32 (the
+ * reference's in double). Deterministic (no order-dependent atomics).
+ * scratch: ms_vk_moe_grouped_scratch_bytes bytes at an offset bindable as a storage buffer; no
+ * other range may overlap it; act and out rows of invalid pairs are left unwritten. y: base's range
+ * or apart from it, overlapping no input. n_experts <= 2048; each binding (the pool, act, out, x,
+ * y) within maxStorageBufferRange, else -MS_E_UNSUPPORTED or -MS_E_INVALID_ARG (pool): split the
+ * tokens or the pool. */
+int ms_vk_rec_moe_grouped(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool, ms_vk_range slots,
+                          uint32_t n_experts, ms_vk_range idx, ms_vk_range rw, ms_vk_range x, ms_vk_range base,
+                          ms_vk_range y, ms_vk_range scratch, uint32_t n, uint32_t k, float limit);
+
+/* Tunables of the up and down stages (tests, benchmarks); zero fields = the per-device default. A
+ * shape the device cannot run is -MS_E_UNSUPPORTED. */
+typedef struct ms_vk_moe_grouped_tune {
+    uint32_t wg;        /* invocations per workgroup, a power of two and a multiple of the subgroup */
+    uint32_t rows_up;   /* rows of w1 and w3 per subgroup (a power of two <= 64) */
+    uint32_t rows_down; /* rows of w2 per subgroup */
+    uint32_t unroll;    /* 16-byte chunks per row per lane per K-tile (1..8) */
+    uint32_t tok;       /* pairs per tile (1..32; fewer where shared memory is short) */
+} ms_vk_moe_grouped_tune;
+int ms_vk_rec_moe_grouped_tuned(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool, ms_vk_range slots,
+                                uint32_t n_experts, ms_vk_range idx, ms_vk_range rw, ms_vk_range x,
+                                ms_vk_range base, ms_vk_range y, ms_vk_range scratch, uint32_t n, uint32_t k,
+                                float limit, const ms_vk_moe_grouped_tune *tune);
 
 #endif
