@@ -95,6 +95,7 @@ typedef struct vk_session {
     ms_vk_buf step_host, step;    /* STAGING (written per batch) and its device copy */
     uint32_t n_slices;            /* hc_mix partials per token */
     ms_vk_buf part;               /* [B][n_slices][mix_n + 1] */
+    ms_vk_buf moe_scratch;        /* the grouped expert FFN's (prefill batches) */
     ms_vk_buf h[2], x, y, ysh, zeros, mix, post, comb, qr, q, kv, o, u, u_full, ca, cg, ia, ig, qi,
         wi, idx_scratch, sel, att_scratch, glog, route, rw, act, sh_act, hfin, logits, logits_host;
     ms_vk_cmd *cmd[MS_VK_BATCH + 2]; /* per batch size 1..8, [MS_VK_BATCH + 1] the prefill one */
@@ -399,7 +400,7 @@ static void vk_session_free(ms_session *s) {
         }
     ms_free(S->ls);
     ms_vk_buf *b[] = {&S->step_host, &S->step, &S->h[0], &S->h[1], &S->x, &S->y, &S->ysh, &S->zeros,
-                      &S->mix, &S->part, &S->post, &S->comb, &S->qr, &S->q, &S->kv, &S->o, &S->u, &S->u_full,
+                      &S->mix, &S->part, &S->moe_scratch, &S->post, &S->comb, &S->qr, &S->q, &S->kv, &S->o, &S->u, &S->u_full,
                       &S->ca, &S->cg, &S->ia, &S->ig, &S->qi, &S->wi, &S->idx_scratch, &S->sel,
                       &S->att_scratch, &S->glog, &S->route, &S->rw, &S->act, &S->sh_act, &S->hfin,
                       &S->logits, &S->logits_host};
@@ -498,13 +499,18 @@ static int vk_session_create(ms_session *s) {
         }
     const uint64_t si = (uint64_t)c->moe_inter_dim * c->n_shared_experts;
     S->n_slices = ms_vk_hc_mix_slices(vk, c->dim, c->hc_mult);
+    uint64_t moe_scratch = ms_vk_moe_grouped_scratch_bytes(MS_VK_PREFILL, (uint32_t)K, c->n_routed_experts, c->dim,
+                                                           c->moe_inter_dim);
+    uint64_t sh_scratch = ms_vk_moe_grouped_scratch_bytes(MS_VK_PREFILL, 1, 1, c->dim, (uint32_t)si);
+    if (sh_scratch > moe_scratch) moe_scratch = sh_scratch;
     struct {
         ms_vk_buf *b;
         uint64_t bytes;
     } bufs[] = {
         {&S->h[0], B * hc * dim * 4}, {&S->h[1], B * hc * dim * 4}, {&S->x, B * dim * 4},
         {&S->y, B * dim * 4}, {&S->ysh, B * dim * 4}, {&S->zeros, B * dim * 4},
-        {&S->mix, B * mixn * 4}, {&S->part, B * S->n_slices * (mixn + 1) * 4}, {&S->post, B * hc * 4}, {&S->comb, B * hc * hc * 4},
+        {&S->mix, B * mixn * 4}, {&S->part, B * S->n_slices * (mixn + 1) * 4},
+        {&S->moe_scratch, moe_scratch}, {&S->post, B * hc * 4}, {&S->comb, B * hc * hc * 4},
         {&S->qr, B * c->q_lora_rank * 4}, {&S->q, B * qdim * 4}, {&S->kv, B * hd * 4},
         {&S->o, B * qdim * 4}, {&S->u, B * c->o_groups * c->o_lora_rank * 4},
         {&S->u_full, B * c->o_groups * c->o_lora_rank * 4}, {&S->ca, B * 2 * hd * 4},
@@ -714,6 +720,24 @@ static int rec_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n) {
     const float limit = (float)c->swiglu_limit;
     ms_vk_range tokens = ms_vk_buf_range(&S->step, S->sl.tokens, (uint64_t)n * 4);
     bool hash = L->tid2eid.buffer != VK_NULL_HANDLE;
+    if (n > MS_VK_BATCH) {
+        /* prefill: the experts grouped by expert, so each expert's weights are read once per tile
+         * of its tokens (the shared expert: all n tokens on one record) */
+        TRY(gemv(cmd, &L->gate, &S->x, c->dim, &S->glog, E, n));
+        ms_vk_cmd_barrier(cmd);
+        TRY(ms_vk_rec_router(cmd, whole(&S->glog), hash ? tokens : whole(&L->gate_bias), tokens,
+                             hash ? whole(&L->tid2eid) : tokens, whole(&S->route), whole(&S->rw), n, E, K,
+                             c->vocab_size, hash, c->norm_topk_prob, (float)c->routed_scaling_factor));
+        TRY(ms_vk_rec_moe_grouped(cmd, &L->sh_layout, whole(&L->sh_pool), whole(&M->sh_slots), 1,
+                                  whole(&M->zero_idx), whole(&M->ones), whole(&S->x), whole(&S->zeros),
+                                  whole(&S->ysh), whole(&S->moe_scratch), n, 1, limit));
+        ms_vk_cmd_barrier(cmd);
+        TRY(ms_vk_rec_moe_grouped(cmd, &L->ex_layout, whole(&L->pool), whole(&L->slots), E, whole(&S->route),
+                                  whole(&S->rw), whole(&S->x), whole(&S->ysh), whole(&S->y),
+                                  whole(&S->moe_scratch), n, K, limit));
+        ms_vk_cmd_barrier(cmd);
+        return 0;
+    }
     TRY(gemv(cmd, &L->gate, &S->x, c->dim, &S->glog, E, n));
     TRY(ms_vk_rec_moe_up(cmd, &L->sh_layout, whole(&L->sh_pool), whole(&M->sh_slots), 1,
                          whole(&M->zero_idx), whole(&M->ones), whole(&S->x), whole(&S->sh_act), n, 1, limit));
