@@ -55,6 +55,19 @@ static void cpu_stats(const ms_session *s, ms_session_stats *out) {
     out->kv_bytes = ms_ref_session_kv_bytes(s->backend);
 }
 
+/* The reference's tap to engine.h's: the session's fn and ctx (set after cpu_set_tap returns). */
+static void cpu_tap(void *ctx, uint32_t pos, uint32_t layer, const char *stage, bool u32,
+                    const void *data, uint64_t count) {
+    ms_session *s = ctx;
+    s->tap(s->tap_ctx, pos, layer, stage, u32 ? MS_TAP_U32 : MS_TAP_F32, data, count);
+}
+
+static int cpu_set_tap(ms_session *s, ms_tap_fn fn, void *ctx) {
+    (void)ctx;
+    ms_ref_session_set_tap(s->backend, fn ? cpu_tap : NULL, s);
+    return 0;
+}
+
 const ms_backend_ops ms_backend_cpu_ops = {
     .kind = MS_BACKEND_CPU,
     .model_open = cpu_model_open,
@@ -66,4 +79,5 @@ const ms_backend_ops ms_backend_cpu_ops = {
     .nonfinite = cpu_nonfinite,
     .info = cpu_info,
     .stats = cpu_stats,
+    .set_tap = cpu_set_tap,
 };

@@ -76,12 +76,21 @@ typedef struct vk_step_layout {
     uint64_t pos, tokens, cs_base, cs_cmp, cs_ratio[MAX_RATIOS], bytes;
 } vk_step_layout;
 
+/* Op classes of the profiled recording (ms_session_set_profiling), in forward-pass order. */
+enum { P_EMBED, P_HC_PRE, P_ATTN_PROJ, P_ATTN_PREP, P_INDEXER, P_ATTENTION, P_OPROJ, P_GATE,
+       P_ROUTER, P_EXPERTS_UP, P_EXPERTS_DOWN, P_HEAD, P_N };
+static const char *const prof_names[P_N] = {
+    "embed", "hc_post+hc_pre", "attn_projections", "attn_norm_rope_compress", "indexer", "attention", "o_proj",
+    "gate+shared_up", "router+shared_down", "experts_up", "experts_down", "head"};
+
 typedef struct vk_session {
     vk_model *M;
     uint32_t ring_len;
     vk_layer_state *ls;
     vk_step_layout sl;
     ms_vk_buf step_host, step;    /* STAGING (written per batch) and its device copy */
+    uint32_t n_slices;            /* hc_mix partials per token */
+    ms_vk_buf part;               /* [B][n_slices][mix_n + 1] */
     ms_vk_buf h[2], x, y, ysh, zeros, mix, post, comb, qr, q, kv, o, u, u_full, ca, cg, ia, ig, qi,
         wi, idx_scratch, sel, att_scratch, glog, route, rw, act, sh_act, hfin, logits, logits_host;
     ms_vk_cmd *cmd[MS_VK_BATCH + 1]; /* per batch size: recorded once, replayed */
@@ -89,7 +98,33 @@ typedef struct vk_session {
     float *cs_tmp;                   /* [rope_dim] one host RoPE row */
     /* counts of the one-token recording: the layers together, and everything */
     uint32_t layer_dispatches, layer_barriers, total_dispatches;
+    /* profiling: a one-token recording with a timestamp after each op class (mark) */
+    bool profiling, rec_prof, prof_recorded;
+    bool select_all; /* max_tokens / 4 <= index_topk: the indexer would always select every block */
+    ms_vk_cmd *cmd_prof;
+    uint32_t n_marks, max_marks;
+    uint8_t *mark_cls;     /* [max_marks] the class each timestamp ends (0xff: the start) */
+    uint32_t *mark_disp;   /* [max_marks] dispatches recorded before it */
+    double *mark_ns;       /* [max_marks] */
+    double prof_ns[P_N];
+    uint32_t prof_disp[P_N], prof_steps;
+    /* taps (ms_session_set_tap): a one-token recording that copies each stage's range into
+     * tap_host after the stage (tap), then the values go to the tap in forward order */
+    bool rec_tap, tap_recorded;
+    ms_vk_cmd *cmd_tap;
+    ms_vk_buf tap_host; /* READBACK: every stage of every layer at tap_off */
+    uint64_t *tap_off;  /* [n_layers][T_N] byte offset of a stage in tap_host; UINT64_MAX: none */
+    float *tap_tmp;     /* [n_experts] the router's ranking scores (ffn.score) */
 } vk_session;
+
+/* The stages a tap sees (engine.h), in forward order. */
+enum { T_ATTN_X, T_ATTN_Q, T_ATTN_KV, T_CMP_ROWS, T_IDX_SCORE, T_IDX_SEL, T_ATTN_O, T_ATTN_Y, T_ATTN_H,
+       T_FFN_X, T_FFN_SCORE, T_FFN_ROUTE, T_FFN_WEIGHTS, T_FFN_Y, T_FFN_H, T_N };
+static int tap(vk_session *S, ms_vk_cmd *cmd, uint32_t li, int stage, const ms_vk_buf *src);
+static int tap_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li);
+static int tap_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li);
+static int tap_deliver(ms_session *s, uint32_t pos);
+static int vk_set_tap(ms_session *s, ms_tap_fn fn, void *ctx);
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -342,6 +377,14 @@ static void vk_session_free(ms_session *s) {
     if (!S) return;
     ms_vk *vk = S->M->vk;
     for (uint32_t i = 0; i <= MS_VK_BATCH; i++) ms_vk_cmd_free(S->cmd[i]);
+    ms_vk_cmd_free(S->cmd_prof);
+    ms_vk_cmd_free(S->cmd_tap);
+    ms_vk_buf_free(vk, &S->tap_host);
+    ms_free(S->tap_off);
+    ms_free(S->tap_tmp);
+    ms_free(S->mark_cls);
+    ms_free(S->mark_disp);
+    ms_free(S->mark_ns);
     const ms_v4_config *c = &S->M->ref->cfg;
     if (S->ls)
         for (uint32_t li = 0; li < c->n_layers; li++) {
@@ -352,7 +395,7 @@ static void vk_session_free(ms_session *s) {
         }
     ms_free(S->ls);
     ms_vk_buf *b[] = {&S->step_host, &S->step, &S->h[0], &S->h[1], &S->x, &S->y, &S->ysh, &S->zeros,
-                      &S->mix, &S->post, &S->comb, &S->qr, &S->q, &S->kv, &S->o, &S->u, &S->u_full,
+                      &S->mix, &S->part, &S->post, &S->comb, &S->qr, &S->q, &S->kv, &S->o, &S->u, &S->u_full,
                       &S->ca, &S->cg, &S->ia, &S->ig, &S->qi, &S->wi, &S->idx_scratch, &S->sel,
                       &S->att_scratch, &S->glog, &S->route, &S->rw, &S->act, &S->sh_act, &S->hfin,
                       &S->logits, &S->logits_host};
@@ -450,13 +493,14 @@ static int vk_session_create(ms_session *s) {
             if (need > att_scratch) att_scratch = need;
         }
     const uint64_t si = (uint64_t)c->moe_inter_dim * c->n_shared_experts;
+    S->n_slices = ms_vk_hc_mix_slices(vk, c->dim, c->hc_mult);
     struct {
         ms_vk_buf *b;
         uint64_t bytes;
     } bufs[] = {
         {&S->h[0], B * hc * dim * 4}, {&S->h[1], B * hc * dim * 4}, {&S->x, B * dim * 4},
         {&S->y, B * dim * 4}, {&S->ysh, B * dim * 4}, {&S->zeros, B * dim * 4},
-        {&S->mix, B * mixn * 4}, {&S->post, B * hc * 4}, {&S->comb, B * hc * hc * 4},
+        {&S->mix, B * mixn * 4}, {&S->part, B * S->n_slices * (mixn + 1) * 4}, {&S->post, B * hc * 4}, {&S->comb, B * hc * hc * 4},
         {&S->qr, B * c->q_lora_rank * 4}, {&S->q, B * qdim * 4}, {&S->kv, B * hd * 4},
         {&S->o, B * qdim * 4}, {&S->u, B * c->o_groups * c->o_lora_rank * 4},
         {&S->u_full, B * c->o_groups * c->o_lora_rank * 4}, {&S->ca, B * 2 * hd * 4},
@@ -478,6 +522,17 @@ static int vk_session_create(ms_session *s) {
         ms_vk_cmd_fill(S->cmd[0], whole(&S->zeros), 0);
         rc = ms_vk_cmd_end(S->cmd[0]);
         if (!rc) rc = ms_vk_cmd_run(S->cmd[0]);
+    }
+    /* A session that can never hold more compressed blocks than the indexer selects needs no
+     * indexer: its selection is always every block, in order (the same list the indexer would
+     * write), so sel holds 0, 1, ... for every token once and the indexer is not recorded. */
+    S->select_all = c->index_topk && s->max_tokens / 4 <= c->index_topk;
+    if (!rc && S->select_all) {
+        uint32_t *all = ms_malloc((size_t)B * topk * 4);
+        if (!all) rc = -MS_E_NOMEM;
+        for (uint64_t i = 0; !rc && i < B * topk; i++) all[i] = (uint32_t)(i % topk);
+        if (!rc) rc = ms_vk_upload(vk, &S->sel, 0, all, B * topk * 4);
+        ms_free(all);
     }
     if (!rc) rc = state_reset(S);
     if (rc) vk_session_free(s);
@@ -501,14 +556,31 @@ static ms_vk_range at(const ms_vk_buf *b, uint64_t off) {
     return ms_vk_buf_range(b, off, b->size - off);
 }
 
-static int gemv(ms_vk_cmd *cmd, const ms_vk_weight *w, const ms_vk_buf *x, uint32_t x_stride,
-                const ms_vk_buf *y, uint32_t y_stride, uint32_t n) {
-    TRY(ms_vk_rec_gemv(cmd, w, whole(x), x_stride, whole(y), y_stride, n, NULL));
-    ms_vk_cmd_barrier(cmd);
+/* End of an op class in the profiled recording: a timestamp after all work so far. */
+static int mark(vk_session *S, ms_vk_cmd *cmd, int cls) {
+    if (!S->rec_prof) return 0;
+    if (S->n_marks == S->max_marks) return -MS_E_RANGE;
+    ms_vk_cmd_counts k;
+    ms_vk_cmd_get_counts(cmd, &k);
+    TRY(ms_vk_cmd_timestamp(cmd, NULL));
+    S->mark_cls[S->n_marks] = (uint8_t)cls;
+    S->mark_disp[S->n_marks] = k.dispatches;
+    S->n_marks++;
     return 0;
 }
 
-/* Attention sub-layer of layer li for n tokens: x (after attn_norm) -> y. */
+/* No barrier: the caller puts one after each wave of independent work. */
+static int gemv(ms_vk_cmd *cmd, const ms_vk_weight *w, const ms_vk_buf *x, uint32_t x_stride,
+                const ms_vk_buf *y, uint32_t y_stride, uint32_t n) {
+    return ms_vk_rec_gemv(cmd, w, whole(x), x_stride, whole(y), y_stride, n, NULL);
+}
+
+/* Attention sub-layer of layer li for n tokens: x (after attn_norm) -> y.
+ * Recorded in waves of independent work with one barrier after each (a barrier costs ~3.6 us on
+ * the H200, far more than a dispatch): every projection of x; the norms and the compressors'
+ * pooling; wq_b, the indexer's queries, the latent's RoPE and the compressors' emission; the
+ * queries' RoPE and the latent's rounding; the ring write and the indexer queries' rounding;
+ * then the indexer, attention and the output projection, which depend on all of it. */
 static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n) {
     const vk_model *M = S->M;
     const ms_v4_config *c = &M->ref->cfg;
@@ -521,69 +593,81 @@ static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n)
     const float eps = (float)c->rms_norm_eps;
     const uint64_t cs_bytes = (uint64_t)n * rd * 4;
     ms_vk_range cs = ms_vk_buf_range(&S->step, r ? sl->cs_cmp : sl->cs_base, cs_bytes);
+    ms_vk_range csr = ms_vk_buf_range(&S->step, sl->cs_ratio[L->cs_ratio_slot], cs_bytes);
     ms_vk_range pos = ms_vk_buf_range(&S->step, sl->pos, 4);
+    /* the indexer runs unless this session can never hold more blocks than it selects */
+    const bool idx = r == 4 && !S->select_all;
+    const uint32_t cw = r ? L->cmp.coff * hd : 0;
+#define IDX_CMP(phase)                                                                                 \
+    ms_vk_rec_compress_phase(cmd, whole(&S->ia), whole(&S->ig), 2 * dI, whole(&L->idx_cmp.ape),        \
+                             whole(&L->idx_cmp.norm), csr, pos, whole(&st->idx_kv), whole(&st->idx_score), \
+                             whole(&st->idx_rows), n, 4, 2, dI, rd, st->idx_n_rows, eps,               \
+                             M->fq_idx ? 2 : 0, true, phase)
+#define CMP(phase)                                                                                     \
+    ms_vk_rec_compress_phase(cmd, whole(&S->ca), whole(&S->cg), cw, whole(&L->cmp.ape),                \
+                             whole(&L->cmp.norm), csr, pos, whole(&st->cmp_kv), whole(&st->cmp_score),  \
+                             whole(&st->cmp_rows), n, r, L->cmp.coff, hd, rd, st->cmp_n_rows, eps,     \
+                             M->fq_kv ? 1 : 0, false, phase)
 
-    /* queries: wq_a -> q_norm -> wq_b -> per-head RMS + RoPE */
+    /* 1: every projection of x */
     TRY(gemv(cmd, &L->wq_a, &S->x, dim, &S->qr, ql, n));
-    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->qr), whole(&L->q_norm), MS_WENC_BF16, whole(&S->qr), ql, n, eps));
-    ms_vk_cmd_barrier(cmd);
-    TRY(gemv(cmd, &L->wq_b, &S->qr, ql, &S->q, qdim, n));
-    TRY(ms_vk_rec_rope(cmd, whole(&S->q), cs, n, H, hd, hd, qdim, nope, rd, true, eps, false));
-    /* the KV latent: wkv -> kv_norm -> RoPE -> e4m3 -> the ring */
     TRY(gemv(cmd, &L->wkv, &S->x, dim, &S->kv, hd, n));
-    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->kv), whole(&L->kv_norm), MS_WENC_BF16, whole(&S->kv), hd, n, eps));
-    ms_vk_cmd_barrier(cmd);
-    TRY(ms_vk_rec_rope(cmd, whole(&S->kv), cs, n, 1, hd, hd, hd, nope, rd, false, eps, false));
-    ms_vk_cmd_barrier(cmd);
-    if (M->fq_kv) {
-        TRY(ms_vk_rec_fq(cmd, whole(&S->kv), n, hd, nope, 1, false));
-        ms_vk_cmd_barrier(cmd);
-    }
-    TRY(ms_vk_rec_kv_store(cmd, whole(&S->kv), whole(&st->ring), pos, n, hd, S->ring_len));
-    ms_vk_cmd_barrier(cmd);
-
-    if (r == 4) {
-        /* indexer: queries from qr (RoPE, Hadamard, FP4), head weights from x, its compressor,
-         * then the selection */
-        TRY(gemv(cmd, &L->idx_wq_b, &S->qr, ql, &S->qi, nI * dI, n));
-        TRY(ms_vk_rec_rope(cmd, whole(&S->qi), cs, n, nI, dI, dI, nI * dI, dI - rd, rd, false, eps, false));
-        ms_vk_cmd_barrier(cmd);
-        TRY(ms_vk_rec_fq(cmd, whole(&S->qi), n * nI, dI, dI, M->fq_idx ? 2 : 0, true));
+    if (idx) {
         TRY(gemv(cmd, &L->idx_wproj, &S->x, dim, &S->wi, nI, n));
         TRY(gemv(cmd, &L->idx_cmp.wkv, &S->x, dim, &S->ia, 2 * dI, n));
         TRY(gemv(cmd, &L->idx_cmp.wgate, &S->x, dim, &S->ig, 2 * dI, n));
-        ms_vk_range csr = ms_vk_buf_range(&S->step, sl->cs_ratio[L->cs_ratio_slot], cs_bytes);
-        TRY(ms_vk_rec_compress(cmd, whole(&S->ia), whole(&S->ig), 2 * dI, whole(&L->idx_cmp.ape),
-                               whole(&L->idx_cmp.norm), csr, pos, whole(&st->idx_kv),
-                               whole(&st->idx_score), whole(&st->idx_rows), n, 4, 2, dI, rd,
-                               st->idx_n_rows, eps, M->fq_idx ? 2 : 0, true));
+    }
+    if (r) {
+        TRY(gemv(cmd, &L->cmp.wkv, &S->x, dim, &S->ca, cw, n));
+        TRY(gemv(cmd, &L->cmp.wgate, &S->x, dim, &S->cg, cw, n));
+    }
+    ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_ATTN_PROJ));
+    /* 2: q_norm, kv_norm + the latent's RoPE, the compressors' pooling */
+    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->qr), whole(&L->q_norm), MS_WENC_BF16, whole(&S->qr), ql, n, eps));
+    TRY(ms_vk_rec_rope_norm(cmd, whole(&S->kv), cs, whole(&L->kv_norm), n, 1, hd, hd, hd, nope, rd, true, eps,
+                            false));
+    if (idx) TRY(IDX_CMP(MS_VK_COMPRESS_POOL));
+    if (r) TRY(CMP(MS_VK_COMPRESS_POOL));
+    ms_vk_cmd_barrier(cmd);
+    /* 3: wq_b, the indexer's queries, the latent's e4m3, the compressors' emission */
+    TRY(gemv(cmd, &L->wq_b, &S->qr, ql, &S->q, qdim, n));
+    if (idx) TRY(gemv(cmd, &L->idx_wq_b, &S->qr, ql, &S->qi, nI * dI, n));
+    if (M->fq_kv) TRY(ms_vk_rec_fq(cmd, whole(&S->kv), n, hd, nope, 1, false));
+    if (idx) TRY(IDX_CMP(MS_VK_COMPRESS_EMIT));
+    if (r) TRY(CMP(MS_VK_COMPRESS_EMIT));
+    ms_vk_cmd_barrier(cmd);
+    /* 4: per-head RMS + RoPE of the queries, the indexer queries' RoPE, the latent into the ring */
+    TRY(ms_vk_rec_rope(cmd, whole(&S->q), cs, n, H, hd, hd, qdim, nope, rd, true, eps, false));
+    if (idx) TRY(ms_vk_rec_rope(cmd, whole(&S->qi), cs, n, nI, dI, dI, nI * dI, dI - rd, rd, false, eps, false));
+    TRY(ms_vk_rec_kv_store(cmd, whole(&S->kv), whole(&st->ring), pos, n, hd, S->ring_len));
+    ms_vk_cmd_barrier(cmd);
+    /* 5: the indexer queries' Hadamard + FP4 */
+    if (idx) {
+        TRY(ms_vk_rec_fq(cmd, whole(&S->qi), n * nI, dI, dI, M->fq_idx ? 2 : 0, true));
         ms_vk_cmd_barrier(cmd);
+    }
+    TRY(mark(S, cmd, P_ATTN_PREP));
+#undef IDX_CMP
+#undef CMP
+    if (idx) {
         TRY(ms_vk_rec_indexer(cmd, whole(&S->qi), whole(&S->wi), whole(&st->idx_rows), pos,
                               whole(&S->idx_scratch), whole(&S->sel), n, nI, dI, 4, c->index_topk,
                               st->idx_n_rows ? st->idx_n_rows : 1, M->idx_w_scale));
         ms_vk_cmd_barrier(cmd);
-    }
-    if (r) {
-        uint32_t w = L->cmp.coff * hd;
-        TRY(gemv(cmd, &L->cmp.wkv, &S->x, dim, &S->ca, w, n));
-        TRY(gemv(cmd, &L->cmp.wgate, &S->x, dim, &S->cg, w, n));
-        ms_vk_range csr = ms_vk_buf_range(&S->step, sl->cs_ratio[L->cs_ratio_slot], cs_bytes);
-        TRY(ms_vk_rec_compress(cmd, whole(&S->ca), whole(&S->cg), w, whole(&L->cmp.ape),
-                               whole(&L->cmp.norm), csr, pos, whole(&st->cmp_kv),
-                               whole(&st->cmp_score), whole(&st->cmp_rows), n, r, L->cmp.coff, hd,
-                               rd, st->cmp_n_rows, eps, M->fq_kv ? 1 : 0, false));
-        ms_vk_cmd_barrier(cmd);
+        TRY(mark(S, cmd, P_INDEXER));
     }
 
     /* sparse attention over window + compressed rows, then the inverse RoPE of the output */
     TRY(ms_vk_rec_attention(cmd, whole(&S->q), whole(&st->ring), r ? whole(&st->cmp_rows) : whole(&st->ring),
-                            r == 4 ? whole(&S->sel) : whole(&S->sel), whole(&L->sink), pos, whole(&S->o),
+                            whole(&S->sel), whole(&L->sink), pos, whole(&S->o),
                             whole(&S->att_scratch), n, H, hd, c->window, S->ring_len, r,
-                            r == 4 ? c->index_topk : 0, r ? (st->cmp_n_rows ? st->cmp_n_rows : 0) : 0,
+                            r == 4 ? c->index_topk : 0, r ? st->cmp_n_rows : 0,
                             (float)(1.0 / sqrt((double)hd))));
     ms_vk_cmd_barrier(cmd);
     TRY(ms_vk_rec_rope(cmd, whole(&S->o), cs, n, H, hd, hd, qdim, nope, rd, false, eps, true));
     ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_ATTENTION));
 
     /* grouped output projection: group g's heads through its rows of wo_a, then wo_b */
     uint32_t gin = qdim / G;
@@ -603,10 +687,14 @@ static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n)
         }
     }
     ms_vk_cmd_barrier(cmd);
-    return gemv(cmd, &L->wo_b, &S->u, G * ol, &S->y, dim, n);
+    TRY(gemv(cmd, &L->wo_b, &S->u, G * ol, &S->y, dim, n));
+    ms_vk_cmd_barrier(cmd);
+    return mark(S, cmd, P_OPROJ);
 }
 
-/* MoE sub-layer of layer li for n tokens: x (after ffn_norm) -> y. */
+/* MoE sub-layer of layer li for n tokens: x (after ffn_norm) -> y, in four waves: the gate GEMV
+ * and the shared expert's gate/up; the router and the shared expert's down projection (into ysh);
+ * the routed experts' gate/up; their down projections summed onto ysh. */
 static int rec_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n) {
     const vk_model *M = S->M;
     const ms_v4_config *c = &M->ref->cfg;
@@ -616,38 +704,45 @@ static int rec_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n) {
     ms_vk_range tokens = ms_vk_buf_range(&S->step, S->sl.tokens, (uint64_t)n * 4);
     bool hash = L->tid2eid.buffer != VK_NULL_HANDLE;
     TRY(gemv(cmd, &L->gate, &S->x, c->dim, &S->glog, E, n));
-    TRY(ms_vk_rec_router(cmd, whole(&S->glog), hash ? tokens : whole(&L->gate_bias), tokens,
-                         hash ? whole(&L->tid2eid) : tokens, whole(&S->route), whole(&S->rw), n, E, K,
-                         c->vocab_size, hash, c->norm_topk_prob, (float)c->routed_scaling_factor));
-    /* the shared expert (weight 1) into ysh, independent of the routing */
     TRY(ms_vk_rec_moe_up(cmd, &L->sh_layout, whole(&L->sh_pool), whole(&M->sh_slots), 1,
                          whole(&M->zero_idx), whole(&M->ones), whole(&S->x), whole(&S->sh_act), n, 1, limit));
     ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_GATE));
+    TRY(ms_vk_rec_router(cmd, whole(&S->glog), hash ? tokens : whole(&L->gate_bias), tokens,
+                         hash ? whole(&L->tid2eid) : tokens, whole(&S->route), whole(&S->rw), n, E, K,
+                         c->vocab_size, hash, c->norm_topk_prob, (float)c->routed_scaling_factor));
     TRY(ms_vk_rec_moe_down(cmd, &L->sh_layout, whole(&L->sh_pool), whole(&M->sh_slots), 1,
                            whole(&M->zero_idx), whole(&S->sh_act), whole(&S->zeros), whole(&S->ysh), n, 1));
+    ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_ROUTER));
     TRY(ms_vk_rec_moe_up(cmd, &L->ex_layout, whole(&L->pool), whole(&L->slots), E, whole(&S->route),
                          whole(&S->rw), whole(&S->x), whole(&S->act), n, K, limit));
     ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_EXPERTS_UP));
     TRY(ms_vk_rec_moe_down(cmd, &L->ex_layout, whole(&L->pool), whole(&L->slots), E, whole(&S->route),
                            whole(&S->act), whole(&S->ysh), whole(&S->y), n, K));
     ms_vk_cmd_barrier(cmd);
-    return 0;
+    return mark(S, cmd, P_EXPERTS_DOWN);
 }
 
-/* mHC pre of one sub-layer: streams h -> x (normed by norm), post, comb. */
-static int rec_hc_pre(vk_session *S, ms_vk_cmd *cmd, const ms_vk_buf *h, const ms_vk_weight *fn,
-                      const ms_vk_buf *scale, const ms_vk_buf *base, const ms_vk_buf *norm, uint32_t n) {
+/* mHC between sub-layers: the previous sub-layer's hc_post (post: there was one) fused into this
+ * one's split-K mixing GEMV (hc_mix: streams h[*cur] -> h[*cur ^ 1], *cur flips), then hc_pre with
+ * the sub-layer's norm fused in: streams -> x, post, comb. Two dispatches, two barriers. */
+static int rec_hc(vk_session *S, ms_vk_cmd *cmd, uint32_t *cur, bool post, const ms_vk_weight *fn,
+                  const ms_vk_buf *scale, const ms_vk_buf *base, const ms_vk_buf *norm, const ms_vk_buf *x,
+                  bool head, uint32_t n) {
     const ms_v4_config *c = &S->M->ref->cfg;
-    uint32_t hc = c->hc_mult, mixn = (2 + hc) * hc;
-    TRY(gemv(cmd, fn, h, hc * c->dim, &S->mix, mixn, n));
-    TRY(ms_vk_rec_hc_pre(cmd, whole(&S->mix), whole(h), whole(scale), whole(base), whole(&S->x),
-                         whole(&S->post), whole(&S->comb), c->dim, hc, n, c->hc_sinkhorn_iters,
-                         (float)c->hc_eps, (float)c->rms_norm_eps, false));
+    const uint32_t hc = c->hc_mult, dim = c->dim;
+    const ms_vk_buf *res = &S->h[*cur];
+    if (post) *cur ^= 1;
+    TRY(ms_vk_rec_hc_mix(cmd, fn, whole(&S->y), whole(res), whole(&S->post), whole(&S->comb),
+                         whole(&S->h[*cur]), whole(&S->part), dim, hc, n, post));
     ms_vk_cmd_barrier(cmd);
-    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->x), whole(norm), MS_WENC_BF16, whole(&S->x), c->dim, n,
-                          (float)c->rms_norm_eps));
+    TRY(ms_vk_rec_hc_pre_parts(cmd, whole(&S->part), S->n_slices, whole(&S->h[*cur]), whole(scale), whole(base),
+                               whole(x), whole(&S->post), whole(&S->comb), whole(norm), dim, hc, n,
+                               c->hc_sinkhorn_iters, (float)c->hc_eps, (float)c->rms_norm_eps, head));
     ms_vk_cmd_barrier(cmd);
-    return 0;
+    return mark(S, cmd, P_HC_PRE);
 }
 
 /* The whole forward pass of n <= MS_VK_BATCH tokens whose step data is in S->step_host. */
@@ -656,49 +751,46 @@ static int record(vk_session *S, ms_vk_cmd *cmd, uint32_t n) {
     const ms_v4_config *c = &M->ref->cfg;
     uint32_t hc = c->hc_mult, dim = c->dim;
     TRY(ms_vk_cmd_begin(cmd));
+    S->n_marks = 0;
     ms_vk_cmd_copy(cmd, whole(&S->step_host), whole(&S->step));
     ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, 0xff));
     TRY(ms_vk_rec_hc_embed(cmd, ms_vk_buf_range(&S->step, S->sl.tokens, (uint64_t)n * 4), whole(&M->embed),
                            whole(&S->h[0]), c->vocab_size, dim, hc, n));
     ms_vk_cmd_barrier(cmd);
+    TRY(mark(S, cmd, P_EMBED));
     uint32_t cur = 0;
     ms_vk_cmd_counts k0, k1;
     ms_vk_cmd_get_counts(cmd, &k0);
     for (uint32_t li = 0; li < c->n_layers; li++) {
         const vk_layer *L = &M->layers[li];
-        for (int sub = 0; sub < 2; sub++) {
-            const ms_vk_buf *h = &S->h[cur];
-            if (sub == 0) {
-                TRY(rec_hc_pre(S, cmd, h, &L->hc_attn_fn, &L->hc_attn_scale, &L->hc_attn_base, &L->attn_norm, n));
-                TRY(rec_attention(S, cmd, li, n));
-            } else {
-                TRY(rec_hc_pre(S, cmd, h, &L->hc_ffn_fn, &L->hc_ffn_scale, &L->hc_ffn_base, &L->ffn_norm, n));
-                TRY(rec_moe(S, cmd, li, n));
-            }
-            /* streams: post * y + comb^T res, into the other stream buffer */
-            TRY(ms_vk_rec_hc_post(cmd, whole(&S->y), whole(h), whole(&S->post), whole(&S->comb),
-                                  whole(&S->h[cur ^ 1]), dim, hc, n));
-            ms_vk_cmd_barrier(cmd);
-            cur ^= 1;
-        }
+        TRY(rec_hc(S, cmd, &cur, li > 0, &L->hc_attn_fn, &L->hc_attn_scale, &L->hc_attn_base, &L->attn_norm,
+                   &S->x, false, n));
+        if (li > 0) TRY(tap(S, cmd, li - 1, T_FFN_H, &S->h[cur])); /* the hc_post fused into hc_mix */
+        TRY(tap(S, cmd, li, T_ATTN_X, &S->x));
+        TRY(rec_attention(S, cmd, li, n));
+        TRY(tap_attention(S, cmd, li));
+        TRY(rec_hc(S, cmd, &cur, true, &L->hc_ffn_fn, &L->hc_ffn_scale, &L->hc_ffn_base, &L->ffn_norm, &S->x,
+                   false, n));
+        TRY(tap(S, cmd, li, T_ATTN_H, &S->h[cur]));
+        TRY(tap(S, cmd, li, T_FFN_X, &S->x));
+        TRY(rec_moe(S, cmd, li, n));
+        TRY(tap_moe(S, cmd, li));
     }
     ms_vk_cmd_get_counts(cmd, &k1);
     if (n == 1) {
         S->layer_dispatches = k1.dispatches - k0.dispatches;
         S->layer_barriers = k1.barriers - k0.barriers;
     }
-    /* hc_head, final norm, lm_head */
-    TRY(gemv(cmd, &M->hc_head_fn, &S->h[cur], hc * dim, &S->mix, hc, n));
-    TRY(ms_vk_rec_hc_pre(cmd, whole(&S->mix), whole(&S->h[cur]), whole(&M->hc_head_scale),
-                         whole(&M->hc_head_base), whole(&S->hfin), whole(&S->post), whole(&S->comb), dim,
-                         hc, n, c->hc_sinkhorn_iters, (float)c->hc_eps, (float)c->rms_norm_eps, true));
-    ms_vk_cmd_barrier(cmd);
-    TRY(ms_vk_rec_rmsnorm(cmd, whole(&S->hfin), whole(&M->norm), MS_WENC_BF16, whole(&S->hfin), dim, n,
-                          (float)c->rms_norm_eps));
-    ms_vk_cmd_barrier(cmd);
+    /* the last hc_post, hc_head with the final norm, lm_head */
+    TRY(rec_hc(S, cmd, &cur, true, &M->hc_head_fn, &M->hc_head_scale, &M->hc_head_base, &M->norm, &S->hfin,
+               true, n));
+    TRY(tap(S, cmd, c->n_layers - 1, T_FFN_H, &S->h[cur]));
     TRY(gemv(cmd, &M->head, &S->hfin, dim, &S->logits, c->vocab_size, n));
+    ms_vk_cmd_barrier(cmd);
     ms_vk_cmd_copy(cmd, ms_vk_buf_range(&S->logits, 0, (uint64_t)n * c->vocab_size * 4),
                    whole(&S->logits_host));
+    TRY(mark(S, cmd, P_HEAD));
     ms_vk_cmd_get_counts(cmd, &k1);
     if (n == 1) S->total_dispatches = k1.dispatches;
     return ms_vk_cmd_end(cmd);
@@ -724,6 +816,20 @@ static void write_step(vk_session *S, const ms_ref_model *R, const uint32_t *tok
     }
 }
 
+/* Adds the last profiled run's class times to the sums. */
+static int prof_add(vk_session *S) {
+    TRY(ms_vk_cmd_timestamps(S->cmd_prof, S->mark_ns, S->n_marks));
+    uint32_t disp[P_N] = {0};
+    for (uint32_t i = 1; i < S->n_marks; i++) {
+        uint32_t k = S->mark_cls[i];
+        S->prof_ns[k] += S->mark_ns[i] - S->mark_ns[i - 1];
+        disp[k] += S->mark_disp[i] - S->mark_disp[i - 1];
+    }
+    memcpy(S->prof_disp, disp, sizeof disp);
+    S->prof_steps++;
+    return 0;
+}
+
 static int vk_forward(ms_session *s, const uint32_t *tokens, uint32_t n, float *logits) {
     vk_session *S = s->backend;
     const ms_v4_config *c = &S->M->ref->cfg;
@@ -731,19 +837,31 @@ static int vk_forward(ms_session *s, const uint32_t *tokens, uint32_t n, float *
     uint32_t pos = s->pos;
     for (uint32_t t0 = 0; t0 < n; t0 += MS_VK_BATCH) {
         uint32_t b = n - t0 < MS_VK_BATCH ? n - t0 : MS_VK_BATCH;
-        if (!S->cmd[b]) TRY(ms_vk_cmd_create(vk, 0, &S->cmd[b]));
-        if (!S->recorded[b]) {
-            int rc = record(S, S->cmd[b], b);
+        bool prof = S->profiling && b == 1;
+        bool tapping = s->tap && b == 1; /* the tap recording, not profiled */
+        if (tapping) prof = false;
+        ms_vk_cmd **cmd = prof ? &S->cmd_prof : &S->cmd[b];
+        bool *recorded = prof ? &S->prof_recorded : &S->recorded[b];
+        if (tapping) cmd = &S->cmd_tap, recorded = &S->tap_recorded;
+        if (!*cmd) TRY(ms_vk_cmd_create(vk, prof ? S->max_marks : 0, cmd));
+        if (!*recorded) {
+            S->rec_prof = prof;
+            S->rec_tap = tapping;
+            int rc = record(S, *cmd, b);
+            S->rec_prof = false;
+            S->rec_tap = false;
             if (rc) {
                 MS_LOGE("vulkan: recording the forward pass of %u token(s) failed: %s", b, ms_strerror(rc));
                 return rc;
             }
-            S->recorded[b] = true;
+            *recorded = true;
         }
         write_step(S, S->M->ref, tokens + t0, b, pos + t0);
-        TRY(ms_vk_cmd_run(S->cmd[b]));
+        TRY(ms_vk_cmd_run(*cmd));
+        if (prof) TRY(prof_add(S));
         TRY(ms_vk_buf_invalidate(vk, &S->logits_host));
         memcpy(logits + (size_t)t0 * c->vocab_size, S->logits_host.map, (size_t)b * c->vocab_size * 4);
+        if (tapping) TRY(tap_deliver(s, pos + t0));
     }
     return 0;
 }
@@ -773,6 +891,43 @@ static void vk_stats(const ms_session *s, ms_session_stats *out) {
     }
 }
 
+static int vk_set_profiling(ms_session *s, bool on) {
+    vk_session *S = s->backend;
+    const ms_vk_caps *caps = ms_vk_get_caps(S->M->vk);
+    if (on && (!caps->timestamp_valid_bits || caps->timestamp_period_ns <= 0)) {
+        MS_LOGE("vulkan: profiling needs timestamps, which the compute queue of %s does not have",
+                caps->device_name);
+        return -MS_E_UNSUPPORTED;
+    }
+    if (on && !S->mark_cls) {
+        S->max_marks = 4 + S->M->ref->cfg.n_layers * 16;
+        S->mark_cls = ms_malloc(S->max_marks);
+        S->mark_disp = ms_malloc((size_t)S->max_marks * sizeof *S->mark_disp);
+        S->mark_ns = ms_malloc((size_t)S->max_marks * sizeof *S->mark_ns);
+        if (!S->mark_cls || !S->mark_disp || !S->mark_ns) return -MS_E_NOMEM;
+    }
+    S->profiling = on;
+    if (on) {
+        memset(S->prof_ns, 0, sizeof S->prof_ns);
+        memset(S->prof_disp, 0, sizeof S->prof_disp);
+        S->prof_steps = 0;
+    }
+    return 0;
+}
+
+static int vk_get_profile(const ms_session *s, ms_profile *out) {
+    const vk_session *S = s->backend;
+    out->steps = S->prof_steps;
+    for (uint32_t k = 0; k < P_N; k++) {
+        if (!S->prof_disp[k] && S->prof_ns[k] == 0) continue; /* a class this model lacks */
+        out->cls[out->n_classes].name = prof_names[k];
+        out->cls[out->n_classes].gpu_ns = S->prof_ns[k];
+        out->cls[out->n_classes].dispatches = S->prof_disp[k];
+        out->n_classes++;
+    }
+    return 0;
+}
+
 static int vk_nonfinite(const ms_session *s, uint32_t *pos, uint32_t *layer, const char **stage) {
     (void)s, (void)pos, (void)layer, (void)stage;
     return -MS_E_UNSUPPORTED;
@@ -789,4 +944,140 @@ const ms_backend_ops ms_backend_vk_ops = {
     .nonfinite = vk_nonfinite,
     .info = vk_info,
     .stats = vk_stats,
+    .set_profiling = vk_set_profiling,
+    .get_profile = vk_get_profile,
+    .set_tap = vk_set_tap,
 };
+
+/* ------------------------------------------------------------------ taps */
+
+static const char *const tap_names[T_N] = {
+    "attn.x", "attn.q", "attn.kv", "attn.cmp_rows", "attn.idx_score", "attn.idx_sel", "attn.o", "attn.y",
+    "attn.h", "ffn.x", "ffn.score", "ffn.route", "ffn.weights", "ffn.y", "ffn.h"};
+
+/* The bytes a one-token step's stage copies into tap_host (0: the layer has no such stage). The
+ * compressed rows are the whole row buffer (the recording is replayed at every position; the
+ * host reads the rows that exist), the indexer's scores the session's key count. */
+static uint64_t tap_bytes(const vk_session *S, uint32_t li, int stage) {
+    const ms_v4_config *c = &S->M->ref->cfg;
+    const uint32_t r = S->M->layers[li].ratio;
+    const uint64_t qdim = (uint64_t)c->n_heads * c->head_dim, hcd = (uint64_t)c->hc_mult * c->dim;
+    switch (stage) {
+    case T_ATTN_X: case T_ATTN_Y: case T_FFN_X: case T_FFN_Y: return (uint64_t)c->dim * 4;
+    case T_ATTN_Q: case T_ATTN_O: return qdim * 4;
+    case T_ATTN_KV: return (uint64_t)c->head_dim * 4;
+    case T_CMP_ROWS: return r ? S->ls[li].cmp_rows.size : 0;
+    case T_IDX_SCORE: return r == 4 && !S->select_all ? (uint64_t)S->ls[li].idx_n_rows * 4 : 0;
+    case T_IDX_SEL: return r == 4 ? (uint64_t)c->index_topk * 4 : 0;
+    case T_ATTN_H: case T_FFN_H: return hcd * 4;
+    case T_FFN_SCORE: return (uint64_t)c->n_routed_experts * 4;
+    case T_FFN_ROUTE: case T_FFN_WEIGHTS: return (uint64_t)c->n_active_experts * 4;
+    default: return 0;
+    }
+}
+
+/* In the tap recording: the start of src (this stage's bytes) into its place in tap_host. The
+ * stage's work ended with a barrier; the barrier after the next wave orders the copy before any
+ * later write of src. */
+static int tap(vk_session *S, ms_vk_cmd *cmd, uint32_t li, int stage, const ms_vk_buf *src) {
+    if (!S->rec_tap) return 0;
+    uint64_t off = S->tap_off[(size_t)li * T_N + stage], bytes = tap_bytes(S, li, stage);
+    if (off == UINT64_MAX || !bytes) return 0;
+    ms_vk_cmd_copy(cmd, ms_vk_buf_range(src, 0, bytes), ms_vk_buf_range(&S->tap_host, off, bytes));
+    return 0;
+}
+
+/* After rec_attention: its stages' buffers hold the layer's values until the next layer's. */
+static int tap_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li) {
+    if (!S->rec_tap) return 0;
+    TRY(tap(S, cmd, li, T_ATTN_Q, &S->q));
+    TRY(tap(S, cmd, li, T_ATTN_KV, &S->kv));
+    TRY(tap(S, cmd, li, T_CMP_ROWS, &S->ls[li].cmp_rows));
+    TRY(tap(S, cmd, li, T_IDX_SCORE, &S->idx_scratch)); /* the scores come first (vk.h) */
+    TRY(tap(S, cmd, li, T_IDX_SEL, &S->sel));
+    TRY(tap(S, cmd, li, T_ATTN_O, &S->o));
+    return tap(S, cmd, li, T_ATTN_Y, &S->y);
+}
+
+static int tap_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li) {
+    if (!S->rec_tap) return 0;
+    TRY(tap(S, cmd, li, T_FFN_SCORE, &S->glog)); /* the gate logits; scores made on the host */
+    TRY(tap(S, cmd, li, T_FFN_ROUTE, &S->route));
+    TRY(tap(S, cmd, li, T_FFN_WEIGHTS, &S->rw));
+    return tap(S, cmd, li, T_FFN_Y, &S->y);
+}
+
+/* After a tapped step at position pos: every stage to the tap, in the common meaning. */
+static int tap_deliver(ms_session *s, uint32_t pos) {
+    vk_session *S = s->backend;
+    const vk_model *M = S->M;
+    const ms_v4_config *c = &M->ref->cfg;
+    TRY(ms_vk_buf_invalidate(M->vk, &S->tap_host));
+    const uint8_t *base = S->tap_host.map;
+    for (uint32_t li = 0; li < c->n_layers; li++) {
+        const uint32_t r = M->layers[li].ratio;
+        const vk_layer_state *st = &S->ls[li];
+        for (int k = 0; k < T_N; k++) {
+            uint64_t off = S->tap_off[(size_t)li * T_N + k];
+            if (off == UINT64_MAX) continue;
+            const void *data = base + off;
+            uint64_t count = tap_bytes(S, li, k) / 4;
+            ms_tap_kind kind = MS_TAP_F32;
+            uint32_t nb = r ? (pos + 1) / r : 0; /* complete blocks at pos */
+            if (r && nb > st->cmp_n_rows) nb = st->cmp_n_rows;
+            uint32_t nb4 = r == 4 && nb > st->idx_n_rows ? st->idx_n_rows : nb;
+            switch (k) {
+            case T_CMP_ROWS: count = (uint64_t)nb * c->head_dim; break;
+            case T_IDX_SCORE:
+                if (nb4 <= c->index_topk) continue; /* no choice: the indexer scores nothing */
+                count = nb4;
+                break;
+            case T_IDX_SEL: /* ascending, padded (or the static all-blocks list): the first k */
+                count = nb4 < c->index_topk ? nb4 : c->index_topk;
+                kind = MS_TAP_U32;
+                break;
+            case T_FFN_SCORE:
+                ms_ref_router_scores(data, M->ref->layers[li].gate_bias, c->n_routed_experts, S->tap_tmp);
+                data = S->tap_tmp;
+                break;
+            case T_FFN_ROUTE: kind = MS_TAP_U32; break;
+            default: break;
+            }
+            s->tap(s->tap_ctx, pos, li, tap_names[k], kind, data, count);
+        }
+    }
+    s->tap(s->tap_ctx, pos, c->n_layers, "head.logits", MS_TAP_F32, S->logits_host.map, c->vocab_size);
+    return 0;
+}
+
+/* The first tap allocates the copies' places; clearing keeps them for the next. */
+static int vk_set_tap(ms_session *s, ms_tap_fn fn, void *ctx) {
+    (void)ctx;
+    vk_session *S = s->backend;
+    const ms_v4_config *c = &S->M->ref->cfg;
+    if (!fn || S->tap_off) return 0;
+    S->tap_off = ms_malloc((size_t)c->n_layers * T_N * sizeof *S->tap_off);
+    S->tap_tmp = ms_malloc((size_t)c->n_routed_experts * sizeof *S->tap_tmp);
+    if (!S->tap_off || !S->tap_tmp) {
+        ms_free(S->tap_off);
+        ms_free(S->tap_tmp);
+        S->tap_off = NULL;
+        S->tap_tmp = NULL;
+        return -MS_E_NOMEM;
+    }
+    uint64_t o = 0;
+    for (uint32_t li = 0; li < c->n_layers; li++)
+        for (int k = 0; k < T_N; k++) {
+            uint64_t b = tap_bytes(S, li, k);
+            S->tap_off[(size_t)li * T_N + k] = b ? o : UINT64_MAX;
+            o = align_up(o + b, 16);
+        }
+    int rc = buf_new(S->M->vk, MS_VK_MEM_READBACK, o, &S->tap_host);
+    if (rc) {
+        ms_free(S->tap_off);
+        ms_free(S->tap_tmp);
+        S->tap_off = NULL;
+        S->tap_tmp = NULL;
+    }
+    return rc;
+}

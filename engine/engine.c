@@ -167,6 +167,7 @@ static int feed_chunks(ms_session *s, const uint32_t *tokens, uint32_t n) {
 
 int ms_session_feed(ms_session *s, const uint32_t *tokens, uint32_t n, float *logits) {
     if (!s || !tokens || n == 0) return -MS_E_INVALID_ARG;
+    if (s->tap && n > 1) return -MS_E_INVALID_ARG; /* engine.h: a tapped session takes one token a call */
     const ms_v4_config *c = &s->e->cfg;
     if ((uint64_t)s->pos + n > s->max_tokens) return -MS_E_RANGE;
     for (uint32_t i = 0; i < n; i++)
@@ -252,7 +253,19 @@ int ms_session_truncate(ms_session *s, uint32_t n) {
     uint32_t *prefix = ms_malloc((size_t)keep * sizeof *prefix);
     if (!prefix) return -MS_E_NOMEM;
     memcpy(prefix, s->tokens, (size_t)keep * sizeof *prefix);
+    /* the replay is not a step of the caller's: untapped (stopping a tap cannot fail) */
+    ms_tap_fn tap = s->tap;
+    void *tap_ctx = s->tap_ctx;
+    if (tap) {
+        s->e->ops->set_tap(s, NULL, NULL);
+        s->tap = NULL;
+    }
     int rc = feed_chunks(s, prefix, keep);
+    if (tap) {
+        int rt = s->e->ops->set_tap(s, tap, tap_ctx);
+        if (!rt) s->tap = tap, s->tap_ctx = tap_ctx;
+        if (!rc) rc = rt;
+    }
     ms_free(prefix);
     return rc;
 }
@@ -268,6 +281,27 @@ int ms_engine_get_info(ms_engine *e, bool measure_bandwidth, ms_engine_info *out
     out->backend = e->ops->kind;
     ms_v4_weight_bytes(&e->cfg, &out->weight_bytes, &out->weight_bytes_per_token);
     return e->ops->info(e, measure_bandwidth, out);
+}
+
+int ms_session_set_profiling(ms_session *s, bool on) {
+    if (!s) return -MS_E_INVALID_ARG;
+    return s->e->ops->set_profiling ? s->e->ops->set_profiling(s, on) : -MS_E_UNSUPPORTED;
+}
+
+int ms_session_get_profile(const ms_session *s, ms_profile *out) {
+    if (!s || !out) return -MS_E_INVALID_ARG;
+    memset(out, 0, sizeof *out);
+    return s->e->ops->get_profile ? s->e->ops->get_profile(s, out) : -MS_E_UNSUPPORTED;
+}
+
+int ms_session_set_tap(ms_session *s, ms_tap_fn fn, void *ctx) {
+    if (!s) return -MS_E_INVALID_ARG;
+    if (!s->e->ops->set_tap) return -MS_E_UNSUPPORTED;
+    int rc = s->e->ops->set_tap(s, fn, ctx);
+    if (rc) return rc;
+    s->tap = fn;
+    s->tap_ctx = fn ? ctx : NULL;
+    return 0;
 }
 
 void ms_session_get_stats(const ms_session *s, ms_session_stats *out) {

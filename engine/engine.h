@@ -104,6 +104,58 @@ typedef struct ms_session_stats {
 } ms_session_stats;
 void ms_session_get_stats(const ms_session *s, ms_session_stats *out);
 
+/* GPU time per op class of one-token decode steps (Vulkan; the CPU backend: -MS_E_UNSUPPORTED).
+ * While profiling is on, every one-token step runs a second recording of the forward pass with a
+ * timestamp after each op class (the same work and the same output, a little slower: the
+ * timestamps serialise what would overlap), and the times add up until profiling is switched on
+ * again. Classes are named by the backend ("hc_pre", "attention", "experts_up", ...); a class's
+ * time is that from the end of the work before it to the end of its own. */
+#define MS_PROFILE_MAX_CLASSES 24
+typedef struct ms_profile {
+    uint32_t steps;     /* one-token steps profiled since profiling was switched on */
+    uint32_t n_classes; /* in the order of the forward pass */
+    struct {
+        const char *name;
+        double gpu_ns;       /* summed over the steps */
+        uint32_t dispatches; /* per step */
+    } cls[MS_PROFILE_MAX_CLASSES];
+} ms_profile;
+int ms_session_set_profiling(ms_session *s, bool on); /* on: clears the sums */
+int ms_session_get_profile(const ms_session *s, ms_profile *out);
+
+/* Taps: the intermediate values of one-token steps, for comparing backends (`moestream diff`).
+ * While a tap is set the session calls it, from inside ms_session_feed and on the feeding
+ * thread, once per stage of every layer and once for the head, in forward order; data is valid
+ * only during the call. A tapped session is fed one token at a time: ms_session_feed with n > 1
+ * returns -MS_E_INVALID_ARG (truncate's replay runs untapped). Both backends use the same stage
+ * names with the same meaning (V4_SPEC §3; docs/diff.md), per layer in this order:
+ *   attn.x         F32 [dim]      hc_pre output after attn_norm
+ *   attn.q         F32 [n_heads*head_dim]  queries after the per-head RMS and RoPE
+ *   attn.kv        F32 [head_dim] the latent after kv_norm, RoPE and the e4m3 rounding
+ *   attn.cmp_rows  F32 [nb][head_dim]  ratio > 0: the compressed rows that exist at this
+ *                                 position, nb = (pos + 1) / ratio (0 rows: count 0)
+ *   attn.idx_score F32 [nb]       ratio 4, only where the indexer chooses (nb > index_topk): the
+ *                                 indexer's score of every complete block
+ *   attn.idx_sel   U32 [k]        ratio 4: the selected blocks, ascending, k = min(index_topk, nb)
+ *   attn.o         F32 [n_heads*head_dim]  attention output after the inverse RoPE
+ *   attn.y         F32 [dim]      after wo_b
+ *   attn.h         F32 [hc*dim]   the streams after hc_post
+ *   ffn.x          F32 [dim]      hc_pre output after ffn_norm
+ *   ffn.score      F32 [n_experts] what the router ranks: sqrt(softplus(gate logit)) + bias
+ *                                 (hash layers: no bias), from the backend's gate logits
+ *   ffn.route      U32 [k]        the experts chosen, in the router's rank order
+ *   ffn.weights    F32 [k]        their weights, in the same order
+ *   ffn.y          F32 [dim]      the MoE output, shared expert included
+ *   ffn.h          F32 [hc*dim]   the streams after hc_post
+ * and after the layers head.logits F32 [vocab] with layer = n_layers. Taps cost time (Vulkan: a
+ * separate recording that copies every stage to host memory, and the whole compressed-row
+ * buffers of the session; a tapped step is not profiled); untapped steps run exactly as without. */
+typedef enum ms_tap_kind { MS_TAP_F32 = 0, MS_TAP_U32 } ms_tap_kind;
+typedef void (*ms_tap_fn)(void *ctx, uint32_t pos, uint32_t layer, const char *stage, ms_tap_kind kind,
+                          const void *data, uint64_t count);
+/* fn NULL clears the tap. Returns 0, -MS_E_NOMEM, -MS_E_UNSUPPORTED (a backend without taps). */
+int ms_session_set_tap(ms_session *s, ms_tap_fn fn, void *ctx);
+
 uint32_t ms_session_pos(const ms_session *s);
 uint32_t ms_session_max_tokens(const ms_session *s);
 

@@ -20,6 +20,12 @@ typedef struct ms_backend_ops {
     /* device name, bandwidth (when measure); the common code fills the rest */
     int (*info)(ms_engine *e, bool measure, ms_engine_info *out);
     void (*stats)(const ms_session *s, ms_session_stats *out);
+    int (*set_profiling)(ms_session *s, bool on);           /* NULL: not supported */
+    int (*get_profile)(const ms_session *s, ms_profile *out); /* NULL: not supported */
+    /* ms_session_set_tap: prepare (fn != NULL) or stop tapping; the common code keeps fn and
+     * ctx in ms_session (tap, tap_ctx) after it returns 0, and the backend calls s->tap from
+     * one-token forward() calls. NULL: not supported. */
+    int (*set_tap)(ms_session *s, ms_tap_fn fn, void *ctx);
 } ms_backend_ops;
 
 #define MS_ENGINE_CHUNK 16u /* tokens per forward call when only the last logits are wanted */
@@ -40,6 +46,8 @@ struct ms_session {
     float *last;       /* [vocab] logits after token pos-1 (valid when pos > 0) */
     float *scratch;    /* [MS_ENGINE_CHUNK][vocab] */
     void *backend;     /* the backend's session */
+    ms_tap_fn tap;     /* ms_session_set_tap, or NULL */
+    void *tap_ctx;
 };
 
 extern const ms_backend_ops ms_backend_cpu_ops;

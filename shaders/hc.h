@@ -9,6 +9,8 @@
  *     b[hc+j]); comb = Sinkhorn(softmax rows of mix[2hc..] s2 + b[2hc..], + hc_eps)
  *   head mode:  pre[j] = sigmoid(mix[j] s0 + b[j]) + hc_eps (no post, no comb)
  *   x[t][i] = sum_c pre[c] h[t][c][i]
+ *   with norm: then x[t] = RMSNorm(x[t]) * w (eps rms_eps; as ms_ref_rmsnorm), the sub-layer's
+ *   attn_norm / ffn_norm fused in (one dispatch and one barrier fewer per sub-layer)
  * hc_post, one invocation per (t, k, i):
  *   h[t][k][i] = post[t][k] y[t][i] + sum_j comb[t][j][k] res[t][j][i]
  *
@@ -32,6 +34,7 @@
 #define MS_HC_PRE_BIND_X 4     /* F32 [n][dim] */
 #define MS_HC_PRE_BIND_POST 5  /* F32 [n][hc] (block mode; bound but unused in head mode) */
 #define MS_HC_PRE_BIND_COMB 6  /* F32 [n][hc][hc] comb[j][k]: j source stream, k destination */
+#define MS_HC_PRE_BIND_NORM 7  /* BF16 [dim] RMSNorm weight applied to x (push norm != 0), else unused */
 
 #define MS_HC_PRE_SPEC_WG 0
 #define MS_HC_PRE_SPEC_HEAD 1
@@ -45,7 +48,36 @@ MS_STRUCT_BEGIN(ms_hc_pre_push)
     MS_U32 sinkhorn_iters; /* >= 1 */
     MS_F32 hc_eps;
     MS_F32 rms_eps;
+    MS_U32 norm;           /* 1: RMSNorm x with the BF16 weight at MS_HC_PRE_BIND_NORM */
+    MS_U32 n_parts;        /* 0: MIX holds mixraw [n][mix_n]; else hc_mix partials [n][n_parts][mix_n+1] */
 MS_STRUCT_END(ms_hc_pre_push)
+
+/* hc_mix (split-K mixing GEMV, the previous hc_post optionally fused): workgroup (g, t) for
+ * g < n_slices = ceil(hc*dim / WG); with POST, h[t][k] = hc_post(y, res, post, comb) for its
+ * elements k (written), else h is read; part[t][g][r] = sum over its elements of fn[r][k] h[t][k]
+ * for r < mix_n, part[t][g][mix_n] = sum of h[t][k]^2. hc_pre with n_parts = n_slices then reads
+ * part instead of mixraw (mix = the sum over g; the RMS scale from the summed squares). */
+#define MS_HC_MIX_BIND_FN 0   /* F32 [mix_n][hc*dim] */
+#define MS_HC_MIX_BIND_Y 1    /* F32 [n][dim] (POST) */
+#define MS_HC_MIX_BIND_RES 2  /* F32 [n][hc][dim] streams before the sub-layer (POST; not h) */
+#define MS_HC_MIX_BIND_POST 3 /* F32 [n][hc] (POST) */
+#define MS_HC_MIX_BIND_COMB 4 /* F32 [n][hc][hc] (POST) */
+#define MS_HC_MIX_BIND_H 5    /* F32 [n][hc][dim]: written with POST, else read */
+#define MS_HC_MIX_BIND_PART 6 /* F32 [n][n_slices][mix_n + 1] */
+
+#define MS_HC_MIX_SPEC_WG 0
+#define MS_HC_MIX_SPEC_POST 1
+#define MS_HC_MIX_SPEC_MIX 2
+#define MS_HC_MIX_SPEC_SG_MIN 3
+#define MS_HC_MIX_N_SPEC 4
+
+MS_STRUCT_BEGIN(ms_hc_mix_push)
+    MS_U32 dim;
+    MS_U32 hc;
+    MS_U32 n;
+    MS_U32 n_slices;
+    MS_U32 groups_x;
+MS_STRUCT_END(ms_hc_mix_push)
 
 #define MS_HC_POST_BIND_Y 0    /* F32 [n][dim] sub-layer output */
 #define MS_HC_POST_BIND_RES 1  /* F32 [n][hc][dim] streams before the sub-layer */
@@ -77,7 +109,8 @@ MS_STRUCT_END(ms_hc_embed_push)
 
 #ifndef MS_GLSL
 _Static_assert(sizeof(ms_hc_embed_push) == 20, "ms_hc_embed_push must match its GLSL std430 layout");
-_Static_assert(sizeof(ms_hc_pre_push) == 24, "ms_hc_pre_push must match its GLSL std430 layout");
+_Static_assert(sizeof(ms_hc_pre_push) == 32, "ms_hc_pre_push must match its GLSL std430 layout");
+_Static_assert(sizeof(ms_hc_mix_push) == 20, "ms_hc_mix_push must match its GLSL std430 layout");
 _Static_assert(sizeof(ms_hc_post_push) == 16, "ms_hc_post_push must match its GLSL std430 layout");
 #endif
 

@@ -4,6 +4,7 @@
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_shader_16bit_storage : require
 
 #include "rope.h"
 
@@ -17,6 +18,10 @@ layout(push_constant) uniform Push { ms_rope_push p; };
 
 layout(set = 0, binding = MS_ROPE_BIND_X, std430) restrict buffer Xbuf { float xs[]; };
 layout(set = 0, binding = MS_ROPE_BIND_CS, std430) readonly restrict buffer Cbuf { vec2 cs[]; };
+layout(set = 0, binding = MS_ROPE_BIND_W, std430) readonly restrict buffer Wbuf { uint16_t wh[]; };
+
+// The RMS weight of element i (RMS == 2), else 1.
+float wt(uint i) { return RMS == 2u ? uintBitsToFloat(uint(wh[i]) << 16) : 1.0; }
 
 const uint NSG_MAX = (WG + SG_MIN - 1u) / SG_MIN;
 shared float red[NSG_MAX];
@@ -38,14 +43,16 @@ void main() {
         inv = 1.0 / sqrt(tot / float(p.head_dim) + p.eps);
         // normalise the dims outside the rotated part here; the rotated ones below
         for (uint i = tid; i < p.head_dim; i += WG)
-            if (i < p.off || i >= p.off + p.rope_dim) xs[base + i] *= inv;
+            if (i < p.off || i >= p.off + p.rope_dim) xs[base + i] = xs[base + i] * inv * wt(i);
     }
     const uint half_dim = p.rope_dim / 2u;
     for (uint i = tid; i < half_dim; i += WG) {
         const vec2 c = cs[t * half_dim + i];
         const float sn = INVERSE != 0u ? -c.y : c.y;
         const uint j = base + p.off + 2u * i;
-        const float a = xs[j] * inv, b = xs[j + 1u] * inv;
+        const uint e = p.off + 2u * i;
+        const float a = RMS == 2u ? xs[j] * inv * wt(e) : xs[j] * inv;
+        const float b = RMS == 2u ? xs[j + 1u] * inv * wt(e + 1u) : xs[j + 1u] * inv;
         xs[j] = fma(a, c.x, -b * sn);
         xs[j + 1u] = fma(a, sn, b * c.x);
     }

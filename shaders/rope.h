@@ -19,6 +19,8 @@
 
 #define MS_ROPE_BIND_X 0  /* F32, rows as above, rotated in place */
 #define MS_ROPE_BIND_CS 1 /* F32 [n][rope_dim/2][2] */
+#define MS_ROPE_BIND_W 2  /* BF16 [head_dim]: with RMS == 2 the RMS is an RMSNorm with this weight
+                           * (x * inv * w, as ms_ref_rmsnorm: the KV latent's kv_norm fused in) */
 
 #define MS_ROPE_SPEC_WG 0
 #define MS_ROPE_SPEC_RMS 1

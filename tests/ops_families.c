@@ -7,6 +7,7 @@ const ops_family *const ops_families[] = {
     &ops_fam_attention,
     &ops_fam_kv_store,
     &ops_fam_moe,
+    &ops_fam_hc_mix,
     &ops_fam_gemm,
     NULL,
 };

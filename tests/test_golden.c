@@ -294,6 +294,33 @@ static void check_continuous(const char *dir, uint32_t vocab, const ms_json *seq
     ms_engine_close(gpu);
 }
 
+/* A session too short to ever hold more compressed blocks than the indexer selects (max_tokens
+ * <= 4 * index_topk) may skip the indexer (the Vulkan backend does: its selection is then every
+ * block); its logits must equal those of a long session bit for bit. */
+static void check_short_session(ms_engine *e, ms_session *s_long, const ms_json *seq) {
+    static uint32_t tokens[MAX_SEQ];
+    const ms_v4_config *c = ms_engine_config(e);
+    uint32_t n = json_tokens(ms_json_get(seq, "tokens"), tokens, MAX_SEQ), cap = 4 * c->index_topk;
+    if (n > cap) n = cap;
+    ms_session *s = NULL;
+    float *a = ms_malloc((size_t)n * c->vocab_size * 4), *b = ms_malloc((size_t)n * c->vocab_size * 4);
+    int rc = a && b && n ? ms_session_create(e, n, &s) : -MS_E_NOMEM;
+    ms_session_reset(s_long);
+    if (!rc) rc = ms_session_feed(s, tokens, n, a);
+    if (!rc) rc = ms_session_feed(s_long, tokens, n, b);
+    CHECK(rc == 0, "short session of %u tokens: %s", n, ms_strerror(rc));
+    if (!rc) {
+        bool same = memcmp(a, b, (size_t)n * c->vocab_size * 4) == 0;
+        printf("  session of %u tokens (<= 4 x index_topk) vs one of %u: %s\n", n, MAX_SEQ,
+               same ? "identical logits" : "DIFFERENT logits");
+        CHECK(same, "a session of %u tokens differs from a long one", n);
+    }
+    ms_session_reset(s_long);
+    ms_session_free(s);
+    ms_free(a);
+    ms_free(b);
+}
+
 static void check_fixture(const char *root, const char *name) {
     char dir[768], path[1024];
     snprintf(dir, sizeof dir, "%s/%s", root, name);
@@ -317,6 +344,12 @@ static void check_fixture(const char *root, const char *name) {
         for (uint32_t i = 0; i < ms_json_len(seqs); i++)
             check_sequence(dir, s, vocab, ms_json_at(seqs, i), 0);
         check_greedy(s, vocab, ms_json_get(top, "greedy"));
+        uint32_t longest = 0;
+        for (uint32_t i = 1; i < ms_json_len(seqs); i++)
+            if (ms_json_len(ms_json_get(ms_json_at(seqs, i), "tokens")) >
+                ms_json_len(ms_json_get(ms_json_at(seqs, longest), "tokens")))
+                longest = i;
+        check_short_session(e, s, ms_json_at(seqs, longest));
         for (int off = 0; off < 2; off++) {
             ms_engine *ea = open_engine(dir, g_backend, off == 0, off != 0);
             ms_session *sa = NULL;

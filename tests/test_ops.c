@@ -120,6 +120,11 @@ static const test_case k_cases[] = {
     {OP_HC_PRE, MS_WENC_F32, 2, 64, 3, 3, 0, 0, "tiny"},
     {OP_HC_PRE, MS_WENC_F32, 16, 100, 2, 5, 0, 0, "hc 16 (the bound)"},
     {OP_HC_PRE, MS_WENC_F32, 4, 512, 2, 20, 0, 1, "NaN/Inf"},
+    /* special bit 2: the sub-layer's RMSNorm fused in (BF16 weight) */
+    {OP_HC_PRE, MS_WENC_F32, 4, 4096, 1, 20, 0, 2, "V4-Flash hc_attn + attn_norm (decode)"},
+    {OP_HC_PRE, MS_WENC_F32, 4, 7168, 3, 20, 0, 2, "V4-Pro hc_ffn + ffn_norm"},
+    {OP_HC_PRE, MS_WENC_F32, 3, 100, 5, 4, 0, 2, "odd dim + norm"},
+    {OP_HC_PRE, MS_WENC_F32, 4, 512, 2, 20, 0, 3, "NaN/Inf + norm"},
     {OP_HC_HEAD, MS_WENC_F32, 4, 7168, 1, 0, 0, 0, "V4-Pro hc_head"},
     {OP_HC_HEAD, MS_WENC_F32, 4, 4096, 9, 0, 0, 0, "V4-Flash hc_head, prefill"},
     {OP_HC_POST, MS_WENC_F32, 4, 7168, 1, 0, 0, 0, "V4-Pro (decode)"},
@@ -138,6 +143,10 @@ static const test_case k_cases[] = {
     {OP_ROPE, MS_WENC_F32, 128, 512, 2, 64, 0, 2, "inverse on the attention output"},
     {OP_ROPE, MS_WENC_F32, 64, 128, 3, 64, 0, 0, "indexer queries"},
     {OP_ROPE, MS_WENC_F32, 3, 10, 2, 4, 0, 5, "NaN"},
+    /* special bit 8: RMSNorm with a BF16 weight (kv_norm fused) */
+    {OP_ROPE, MS_WENC_F32, 1, 512, 1, 64, 0, 9, "V4 KV latent: kv_norm + RoPE (decode)"},
+    {OP_ROPE, MS_WENC_F32, 1, 512, 8, 64, 0, 9, "V4 KV latent: kv_norm + RoPE, 8 tokens"},
+    {OP_ROPE, MS_WENC_F32, 3, 12, 2, 4, 0, 13, "weighted + NaN"},
     /* stored-value rounding: m = quant (0 none, 1 e4m3, 2 e2m1), k = len, n = rows, pad = stride
      * extra, special bit 1 Hadamard, bit 2 NaN and huge values */
     {OP_FQ, MS_WENC_F32, 1, 448, 16, 64, 0, 0, "KV latent e4m3 (nope dims of 512)"},
@@ -350,7 +359,9 @@ static int run_hc_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t s
     float *h = ms_malloc(nh * 4), *mix = ms_malloc((size_t)n * mix_n * 4), *y = ms_malloc(nx * 4);
     float *pw = ms_malloc((size_t)n * hc * 4), *cw = ms_malloc((size_t)n * hc * hc * 4);
     float *ref = ms_malloc(n_out * 4), *gpu = ms_malloc(n_out * 4), scale[3], *base = ms_malloc(mix_n * 4);
-    int rc = h && mix && y && pw && cw && ref && gpu && base ? 0 : -MS_E_NOMEM;
+    uint16_t *nw = ms_malloc((size_t)dim * 2);
+    const bool fuse_norm = (t->special & 2) != 0;
+    int rc = h && mix && y && pw && cw && ref && gpu && base && nw ? 0 : -MS_E_NOMEM;
     if (rc) goto out;
     for (size_t i = 0; i < nh; i++) h[i] = rng_uniform() * 2.0f;
     for (size_t i = 0; i < (size_t)n * mix_n; i++) mix[i] = rng_uniform() * 3.0f;
@@ -360,7 +371,8 @@ static int run_hc_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t s
     /* post inputs: weights like the ones hc_pre makes (positive, comb columns summing near 1) */
     for (size_t i = 0; i < (size_t)n * hc; i++) pw[i] = 1.0f + rng_uniform();
     for (size_t i = 0; i < (size_t)n * hc * hc; i++) cw[i] = (1.0f + rng_uniform()) / (float)hc;
-    if (t->special) {
+    for (uint32_t i = 0; i < dim; i++) nw[i] = f32_to_bf16(1.0f + 0.5f * rng_uniform());
+    if (t->special & 1) {
         h[7] = NAN;                          /* token 0: NaN everywhere downstream */
         if (n > 1) h[nh / n + 3] = INFINITY; /* token 1 */
         if (post_op) y[nx - 1] = NAN;
@@ -371,8 +383,10 @@ static int run_hc_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t s
     else
         ms_ref_hc_pre(mix, h, scale, base, dim, hc, n, iters, hc_eps, rms_eps, head, ref,
                       head ? NULL : ref + nx, head ? NULL : ref + nx + (size_t)n * hc);
+    if (fuse_norm)
+        ms_ref_rmsnorm(ref, nw, MS_WENC_BF16, ref, dim, n, (float)rms_eps);
 
-    ms_vk_buf hb = {0}, mb = {0}, sb = {0}, bb = {0}, yb = {0}, pb = {0}, cb = {0};
+    ms_vk_buf hb = {0}, mb = {0}, sb = {0}, bb = {0}, yb = {0}, pb = {0}, cb = {0}, nb = {0};
     guarded ob = {0}, opb = {0}, ocb = {0};
     rc = upload_new(vk, h, nh * 4, &hb);
     if (!rc) rc = guarded_alloc(vk, n_x * 4, &ob);
@@ -392,11 +406,13 @@ static int run_hc_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t s
         rc = upload_new(vk, mix, (size_t)n * mix_n * 4, &mb);
         if (!rc) rc = upload_new(vk, scale, 12, &sb);
         if (!rc) rc = upload_new(vk, base, mix_n * 4, &bb);
+        if (!rc) rc = upload_new(vk, nw, (size_t)dim * 2, &nb);
         ms_vk_range ox = o, op = n_post ? guarded_range(&opb) : o, oc = n_post ? guarded_range(&ocb) : o;
+        ms_vk_range nr = fuse_norm ? ms_vk_buf_range(&nb, 0, (size_t)dim * 2) : ms_vk_buf_range(&nb, 0, 0);
         if (!rc)
             rc = ms_vk_rec_hc_pre(cmd, ms_vk_buf_range(&mb, 0, (size_t)n * mix_n * 4),
                                   ms_vk_buf_range(&hb, 0, nh * 4), ms_vk_buf_range(&sb, 0, 12),
-                                  ms_vk_buf_range(&bb, 0, mix_n * 4), ox, op, oc, dim, hc, n, iters,
+                                  ms_vk_buf_range(&bb, 0, mix_n * 4), ox, op, oc, nr, dim, hc, n, iters,
                                   (float)hc_eps, (float)rms_eps, head);
     }
     if (!rc) rc = ms_vk_cmd_end(cmd);
@@ -430,10 +446,12 @@ static int run_hc_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t s
     ms_vk_buf_free(vk, &yb);
     ms_vk_buf_free(vk, &pb);
     ms_vk_buf_free(vk, &cb);
+    ms_vk_buf_free(vk, &nb);
     ms_vk_buf_free(vk, &ob.buf);
     ms_vk_buf_free(vk, &opb.buf);
     ms_vk_buf_free(vk, &ocb.buf);
 out:
+    ms_free(nw);
     ms_free(h);
     ms_free(mix);
     ms_free(y);
@@ -502,29 +520,39 @@ out:
 
 static int run_rope_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t seed, int verbose) {
     const uint32_t H = t->m, hd = t->k, n = t->n, rd = t->pad, off = hd - rd;
-    const bool rms = t->special & 1, inverse = t->special & 2, nan = t->special & 4;
+    const bool rms = t->special & 1, inverse = t->special & 2, nan = t->special & 4, weighted = t->special & 8;
     const uint32_t hs = hd + 3, ts = H * hs + 5; /* padded strides: untouched gaps */
     const size_t nx = (size_t)n * ts;
     float *x = ms_malloc(nx * 4), *ref = ms_malloc(nx * 4), *gpu = ms_malloc(nx * 4);
     float *cs = ms_malloc((size_t)n * rd * 4);
+    uint16_t *w = ms_malloc((size_t)hd * 2);
     double freq[512];
-    int rc = x && ref && gpu && cs && rd / 2 <= 512 ? 0 : -MS_E_NOMEM;
+    int rc = x && ref && gpu && cs && w && rd / 2 <= 512 ? 0 : -MS_E_NOMEM;
     if (rc) goto out;
     for (size_t i = 0; i < nx; i++) x[i] = rng_uniform() * 2.0f;
     if (nan) x[1] = NAN;
     for (uint32_t i = 0; i < rd / 2; i++) freq[i] = pow(160000.0, -(2.0 * i) / rd);
     for (uint32_t p = 0; p < n; p++)
         ms_ref_rope_table(freq, rd, 1000000u - 37u + 13u * p, cs + (size_t)p * rd);
+    for (uint32_t i = 0; i < hd; i++) w[i] = f32_to_bf16(1.0f + 0.5f * rng_uniform());
     memcpy(ref, x, nx * 4);
-    ms_ref_rope(ref, n, H, hd, hs, ts, off, rd, cs, rms, 1e-6f, inverse);
-    ms_vk_buf xb = {0}, cb = {0};
+    if (weighted) /* RMSNorm of every head, then the plain rotation */
+        for (uint32_t p = 0; p < n; p++)
+            for (uint32_t h = 0; h < H; h++) {
+                float *r = ref + (size_t)p * ts + (size_t)h * hs;
+                ms_ref_rmsnorm(r, w, MS_WENC_BF16, r, hd, 1, 1e-6f);
+            }
+    ms_ref_rope(ref, n, H, hd, hs, ts, off, rd, cs, rms && !weighted, 1e-6f, inverse);
+    ms_vk_buf xb = {0}, cb = {0}, wb = {0};
     rc = upload_new(vk, x, nx * 4, &xb);
     if (!rc) rc = upload_new(vk, cs, (size_t)n * rd * 4, &cb);
+    if (!rc) rc = upload_new(vk, w, (size_t)hd * 2, &wb);
     if (!rc) rc = ms_vk_cmd_begin(cmd);
     if (!rc)
-        rc = ms_vk_rec_rope(cmd, ms_vk_buf_range(&xb, 0, nx * 4),
-                            ms_vk_buf_range(&cb, 0, (size_t)n * rd * 4), n, H, hd, hs, ts, off, rd,
-                            rms, 1e-6f, inverse);
+        rc = ms_vk_rec_rope_norm(cmd, ms_vk_buf_range(&xb, 0, nx * 4),
+                                 ms_vk_buf_range(&cb, 0, (size_t)n * rd * 4),
+                                 ms_vk_buf_range(&wb, 0, weighted ? (size_t)hd * 2 : 0), n, H, hd, hs, ts, off,
+                                 rd, rms, 1e-6f, inverse);
     if (!rc) rc = ms_vk_cmd_end(cmd);
     if (!rc) rc = ms_vk_cmd_run(cmd);
     if (!rc) rc = ms_vk_download(vk, &xb, 0, gpu, nx * 4);
@@ -543,7 +571,7 @@ static int run_rope_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t
         if (!ok || verbose)
             printf("  %-9s heads=%-3u head_dim=%-4u n=%-2u rope=%-3u %s%s nmse=%.2e (tol %.0e) "
                    "nan=%llu nonfinite_mismatch=%llu gaps_changed=%llu  %s%s%s\n",
-                   op_name(t), H, hd, n, rd, rms ? "rms " : "", inverse ? "inverse " : "", cr.nmse,
+                   op_name(t), H, hd, n, rd, weighted ? "rmsnorm " : rms ? "rms " : "", inverse ? "inverse " : "", cr.nmse,
                    TOL_NMSE_ROPE, (unsigned long long)cr.n_nan,
                    (unsigned long long)cr.n_nonfinite_mismatch, (unsigned long long)gaps,
                    ok ? "ok" : "FAIL", t->note ? "  # " : "", t->note ? t->note : "");
@@ -555,11 +583,13 @@ static int run_rope_case(ms_vk *vk, ms_vk_cmd *cmd, const test_case *t, uint64_t
     }
     ms_vk_buf_free(vk, &xb);
     ms_vk_buf_free(vk, &cb);
+    ms_vk_buf_free(vk, &wb);
 out:
     ms_free(x);
     ms_free(ref);
     ms_free(gpu);
     ms_free(cs);
+    ms_free(w);
     return rc < 0 ? 1 : rc;
 }
 

@@ -42,6 +42,10 @@ static void usage(FILE *f) {
             "  --peak GBPS         memory read bandwidth for the bound (default: measured by a\n"
             "                      device copy, read + written / 2; on NVIDIA that copy runs far\n"
             "                      below what shaders stream: give the datasheet figure)\n"
+            "  --profile           after the timed runs, decode --gen tokens again with a GPU\n"
+            "                      timestamp after each op class and print a second table:\n"
+            "                      ctx_tokens,op_class,gpu_us_per_token,pct_of_gpu,dispatches_per_token\n"
+            "                      (Vulkan only; the timestamps serialise the step a little)\n"
             "  --no-header         rows only\n"
             "\n"
             "bw_bound_tps = read bandwidth (--peak, or half the measured copy bandwidth) /\n"
@@ -105,7 +109,7 @@ static int run_once(ms_session *s, const uint32_t *prompt, uint32_t depth, uint3
 int ms_cmd_bench(int argc, char **argv) {
     const char *dir = NULL;
     uint32_t depths[MAX_DEPTHS] = {0}, n_depths = 1, prefill = 512, chunk = 512, gen = 32, reps = 5;
-    bool header = true;
+    bool header = true, profile = false;
     double peak = 0;
     ms_engine_opts eo = ms_engine_opts_default();
     for (int i = 1; i < argc; i++) {
@@ -138,6 +142,8 @@ int ms_cmd_bench(int argc, char **argv) {
             if (!v || !ms_cli_parse_u32(v, &x) || x == 0) return bad_usage("--peak needs GB/s, got '%s'", v ? v : "");
             peak = x;
             i++;
+        } else if (!strcmp(a, "--profile")) {
+            profile = true;
         } else if (!strcmp(a, "--no-header")) {
             header = false;
         } else {
@@ -146,6 +152,7 @@ int ms_cmd_bench(int argc, char **argv) {
     }
     if (!dir) return bad_usage("%s", "-m MODEL_DIR is required");
     if (prefill == 0 && gen == 0) return bad_usage("%s", "nothing to time: --prefill and --gen are both 0");
+    if (profile && gen == 0) return bad_usage("%s", "--profile times decode steps: --gen must be at least 1");
     char err[4096];
     if (ms_env_vk_opts(&eo.vk, err, sizeof err) != 0) {
         fprintf(stderr, "moestream bench: %s\n", err);
@@ -165,12 +172,19 @@ int ms_cmd_bench(int argc, char **argv) {
         ms_engine_close(e);
         return 1;
     }
+    if (profile && info.backend != MS_BACKEND_VULKAN) {
+        fprintf(stderr, "moestream bench: --profile needs the Vulkan backend (this run uses %s)\n",
+                ms_backend_name(info.backend));
+        ms_engine_close(e);
+        return 1;
+    }
     uint32_t max_depth = 0;
+    ms_profile *profs = profile ? ms_calloc(n_depths, sizeof *profs) : NULL;
     for (uint32_t i = 0; i < n_depths; i++) max_depth = depths[i] > max_depth ? depths[i] : max_depth;
     uint32_t total = max_depth + prefill + gen + 1;
     uint32_t *prompt = ms_malloc((size_t)total * sizeof *prompt);
     double *pp = ms_malloc(reps * sizeof *pp), *tg = ms_malloc(reps * sizeof *tg);
-    if (!prompt || !pp || !tg) {
+    if (!prompt || !pp || !tg || (profile && !profs)) {
         fprintf(stderr, "moestream bench: %s\n", ms_strerror(-MS_E_NOMEM));
         rc = -MS_E_NOMEM;
         goto out;
@@ -222,9 +236,27 @@ int ms_cmd_bench(int argc, char **argv) {
                (unsigned long long)info.weight_bytes_per_token, bound,
                bound > 0 ? 100.0 * mtg / bound : 0.0, st.dispatches_per_layer);
         fflush(stdout);
+        if (profs) {
+            rc = ms_session_set_profiling(s, true);
+            if (!rc) rc = run_once(s, prompt, d, prefill, chunk, gen, &w_pp, &w_tg);
+            if (!rc) rc = ms_session_get_profile(s, &profs[di]);
+            if (rc) fprintf(stderr, "moestream bench: ctx %u: profiling: %s\n", d, ms_strerror(rc));
+        }
         ms_session_free(s);
     }
+    for (uint32_t di = 0; profs && !rc && di < n_depths; di++) {
+        const ms_profile *p = &profs[di];
+        double sum = 0;
+        uint32_t disp = 0;
+        for (uint32_t k = 0; k < p->n_classes; k++) sum += p->cls[k].gpu_ns, disp += p->cls[k].dispatches;
+        if (header && di == 0) printf("\nctx_tokens,op_class,gpu_us_per_token,pct_of_gpu,dispatches_per_token\n");
+        for (uint32_t k = 0; k < p->n_classes && p->steps; k++)
+            printf("%u,%s,%.2f,%.1f,%u\n", depths[di], p->cls[k].name, p->cls[k].gpu_ns / p->steps * 1e-3,
+                   sum > 0 ? 100.0 * p->cls[k].gpu_ns / sum : 0.0, p->cls[k].dispatches);
+        printf("%u,total,%.2f,100.0,%u\n", depths[di], p->steps ? sum / p->steps * 1e-3 : 0.0, disp);
+    }
 out:
+    ms_free(profs);
     ms_free(prompt);
     ms_free(pp);
     ms_free(tg);

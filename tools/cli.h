@@ -14,4 +14,14 @@ int ms_cli_bad_usage(const char *cmd, void (*usage)(FILE *), const char *fmt, co
 bool ms_cli_parse_u64(const char *s, uint64_t *out);
 bool ms_cli_parse_u32(const char *s, uint32_t *out);
 
+#define MS_CLI_MAX_TOKENS (1u << 20) /* ids in one --tokens / --tokens-file list */
+
+/* The token ids of --tokens LIST (file NULL) or of --tokens-file FILE: decimal ids separated by
+ * commas and/or white space ("0,42,7", "0, 42, 7", one per line); an empty item, a leading or
+ * trailing comma, anything but a decimal id below 2^32, a NUL byte or an unreadable file is an
+ * error whose message (into msg, without the command's name) names the item and quotes a window
+ * around it. Returns 0 and *out (ms_malloc'd, the caller frees) with *n >= 1, or -1. */
+int ms_cli_load_tokens(const char *list, const char *file, uint32_t **out, uint32_t *n, char *msg,
+                       size_t msg_len);
+
 #endif

@@ -11,7 +11,6 @@
 #include <xxhash.h>
 
 #include "common/alloc.h"
-#include "common/file.h"
 #include "common/json.h"
 #include "common/status.h"
 #include "engine/engine.h"
@@ -19,8 +18,6 @@
 #include "tools/env.h"
 
 int ms_cmd_logits(int argc, char **argv);
-
-#define MAX_TOKENS (1u << 20)
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -54,97 +51,6 @@ static int bad_usage(const char *fmt, const char *arg) {
     return ms_cli_bad_usage("logits", usage, fmt, arg);
 }
 
-
-/* Quotes the neighbourhood of s[at, at + len) for a message: "...,12,>>abc<<,13,...". */
-static void quote_window(const char *s, size_t at, size_t len, char *out, size_t out_len) {
-    size_t n = strlen(s), lo = at > 24 ? at - 24 : 0, hi = at + len + 24 < n ? at + len + 24 : n;
-    if (len > 40) len = 40; /* a huge bad item is cut too */
-    char raw[160];
-    snprintf(raw, sizeof raw, "%s%.*s>>%.*s<<%.*s%s", lo ? "..." : "", (int)(at - lo),
-                     s + lo, (int)len, s + at, (int)(hi > at + len ? hi - at - len : 0),
-                     s + at + len, hi < n ? "..." : "");
-    ms_json_escape(raw, strlen(raw), out, out_len);
-}
-
-static bool is_sep_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-
-/* Token ids separated by commas and/or white space ("0,42,7", "0, 42, 7", one per line); an
- * empty item between commas, a leading or trailing comma, or anything but a decimal id below
- * 2^32 is an error whose message (into msg) names the item and quotes a window around it. what:
- * "--tokens" or the file name. Returns false on error; *out is ms_malloc'd. */
-static bool parse_tokens(const char *s, const char *what, uint32_t **out, uint32_t *n_out,
-                         char *msg, size_t msg_len) {
-    uint32_t cap = 0, n = 0;
-    for (const char *p = s; *p;) { /* upper bound on the item count */
-        while (*p && (is_sep_space(*p) || *p == ',')) p++;
-        if (*p) cap++;
-        while (*p && !is_sep_space(*p) && *p != ',') p++;
-        if (cap > MAX_TOKENS) {
-            snprintf(msg, msg_len, "%s: more than %u token ids", what, MAX_TOKENS);
-            return false;
-        }
-    }
-    if (cap == 0) {
-        snprintf(msg, msg_len, "%s: no token ids (expected e.g. 0,42,7)", what);
-        return false;
-    }
-    uint32_t *tok = ms_malloc((size_t)cap * sizeof *tok);
-    if (!tok) {
-        snprintf(msg, msg_len, "%s: out of memory", what);
-        return false;
-    }
-    const char *p = s;
-    for (;;) {
-        while (is_sep_space(*p)) p++;
-        if (!*p) break;
-        const char *item = p;
-        while (*p && !is_sep_space(*p) && *p != ',') p++;
-        size_t len = (size_t)(p - item);
-        char win[200];
-        if (len == 0) { /* a comma where an id should be */
-            quote_window(s, (size_t)(item - s), 1, win, sizeof win);
-            snprintf(msg, msg_len, "%s: empty item before position %u: %s", what, n, win);
-            ms_free(tok);
-            return false;
-        }
-        char buf[24];
-        uint32_t v = 0;
-        bool ok = len < sizeof buf;
-        if (ok) {
-            memcpy(buf, item, len);
-            buf[len] = '\0';
-            ok = ms_cli_parse_u32(buf, &v);
-        }
-        if (!ok) {
-            quote_window(s, (size_t)(item - s), len, win, sizeof win);
-            snprintf(msg, msg_len, "%s: item %u is not a token id (a decimal number below 2^32): %s",
-                     what, n, win);
-            ms_free(tok);
-            return false;
-        }
-        tok[n++] = v;
-        while (is_sep_space(*p)) p++;
-        if (*p == ',') {
-            p++;
-            while (is_sep_space(*p)) p++;
-            if (*p == ',' || !*p) {
-                quote_window(s, (size_t)(p - s) - (*p ? 0 : 1), 1, win, sizeof win);
-                snprintf(msg, msg_len, "%s: %s after position %u: %s", what,
-                         *p ? "empty item" : "trailing comma", n - 1, win);
-                ms_free(tok);
-                return false;
-            }
-        }
-    }
-    if (n == 0) {
-        snprintf(msg, msg_len, "%s: no token ids (expected e.g. 0,42,7)", what);
-        ms_free(tok);
-        return false;
-    }
-    *out = tok;
-    *n_out = n;
-    return true;
-}
 
 /* XXH64 (seed 0) of logits[vocab] as little-endian F32 bytes, whatever the host order. */
 static uint64_t logits_hash(const float *logits, uint32_t vocab, uint8_t *bytes) {
@@ -243,24 +149,7 @@ int ms_cmd_logits(int argc, char **argv) {
         return 2;
     }
     uint32_t *tokens = NULL, n = 0;
-    if (tok_file) {
-        char *text = NULL;
-        size_t len = 0;
-        /* 16 bytes per id is room for ten digits and any separator */
-        int rc = ms_file_read_all(tok_file, "token list", (size_t)MAX_TOKENS * 16, &text, &len,
-                                  msg, sizeof msg);
-        if (rc) {
-            fprintf(stderr, "moestream logits: --tokens-file: %s\n", msg);
-            return 2;
-        }
-        bool ok = strlen(text) == len && parse_tokens(text, tok_file, &tokens, &n, msg, sizeof msg);
-        if (strlen(text) != len) snprintf(msg, sizeof msg, "%s: contains a NUL byte", tok_file);
-        ms_free(text);
-        if (!ok) {
-            fprintf(stderr, "moestream logits: %s\n", msg);
-            return 2;
-        }
-    } else if (!parse_tokens(tok_arg, "--tokens", &tokens, &n, msg, sizeof msg)) {
+    if (ms_cli_load_tokens(tok_arg, tok_file, &tokens, &n, msg, sizeof msg) != 0) {
         fprintf(stderr, "moestream logits: %s\n", msg);
         return 2;
     }

@@ -20,6 +20,7 @@ int ms_cmd_doctor(int argc, char **argv); /* tools/doctor.c */
 int ms_cmd_logits(int argc, char **argv); /* tools/logits.c */
 int ms_cmd_synth(int argc, char **argv);  /* tools/cmd_synth.c */
 int ms_cmd_bench(int argc, char **argv);  /* tools/bench.c */
+int ms_cmd_diff(int argc, char **argv);   /* tools/diff.c */
 
 typedef int (*cmd_fn)(int argc, char **argv);
 static int run(int argc, char **argv);
@@ -33,6 +34,7 @@ static const struct {
     {"logits", ms_cmd_logits, "logits of a token list as JSON (correctness hook; cpu or vulkan)"},
     {"bench", ms_cmd_bench, "prefill and decode speed at chosen context depths (CSV)"},
     {"synth", ms_cmd_synth, "write a synthetic V4 checkpoint (random weights, real dimensions)"},
+    {"diff", ms_cmd_diff, "the CPU reference and Vulkan side by side, per layer and stage"},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -127,3 +127,9 @@ void ms_ref_indexer(const float *q, const float *w, const float *keys, uint32_t 
         for (uint32_t j = k; j < topk; j++) row[j] = UINT32_MAX;
     }
 }
+
+void ms_ref_indexer_scores(const float *q, const float *w, const float *keys, uint32_t n_heads,
+                           uint32_t head_dim, uint32_t nb, float w_scale, float *out) {
+    query qr = {q, w, keys, n_heads, head_dim, w_scale};
+    for (uint32_t j = 0; j < nb; j++) out[j] = (float)score(&qr, j);
+}

@@ -96,6 +96,9 @@ void ms_ref_fq(float *x, uint32_t n_rows, uint32_t row_stride, uint32_t len, ms_
 void ms_ref_router(const float *logits, const void *bias, const int32_t *tid2eid,
                    const uint32_t *tokens, uint32_t n, uint32_t n_experts, uint32_t k, bool norm,
                    double scale, uint32_t *idx, float *w);
+/* What ms_ref_router ranks, for one token: score[e] = s[e] + bias[e] of logits[n_experts] (bias
+ * NULL for 0), rounded to F32 (a diagnosis read-out: the taps' ffn.score). */
+void ms_ref_router_scores(const float *logits, const void *bias, uint32_t n_experts, float *score);
 
 /* Clamped SwiGLU with the routing weight, in place: for n rows of width inter (at stride),
  * with limit > 0 u = clamp(u, -limit, limit) and g = min(g, limit); gate = silu(g) * u * w[t]. */
@@ -170,6 +173,16 @@ typedef struct ms_ref_nonfinite {
 /* 0 and *out filled if any non-finite value was seen, else -MS_E_NOT_FOUND. */
 int ms_ref_session_nonfinite(const ms_ref_session *s, ms_ref_nonfinite *out);
 
+/* Taps (engine.h's ms_session_set_tap, the stages listed there): in a forward call of one token
+ * the session calls fn with each stage's values where the forward pass has them, in forward
+ * order; data (F32, or U32 when u32) is valid during the call only. Calls of n > 1 tokens do not
+ * tap. Tapping reads the values and computes two things the forward pass does not need (the
+ * indexer's block scores, the router's ranking scores) into buffers of its own: the outputs are
+ * the same with and without a tap. fn NULL clears it. */
+typedef void (*ms_ref_tap_fn)(void *ctx, uint32_t pos, uint32_t layer, const char *stage, bool u32,
+                              const void *data, uint64_t count);
+void ms_ref_session_set_tap(ms_ref_session *s, ms_ref_tap_fn fn, void *ctx);
+
 /* The gated-pooling compressor (V4_SPEC §3.4), the reference of ms_vk_rec_compress: n
  * consecutive tokens at positions p = pos0 + t, in order. Token t writes state slot
  * (coff-1)*ratio + p%ratio (kv = a[t], score = g[t] + ape[p%ratio]); when p completes block
@@ -197,6 +210,10 @@ void ms_ref_compress(const float *a, const float *g, uint32_t in_stride, const v
 void ms_ref_indexer(const float *q, const float *w, const float *keys, uint32_t pos0, uint32_t *sel,
                     uint32_t n, uint32_t n_heads, uint32_t head_dim, uint32_t ratio, uint32_t topk,
                     uint32_t n_keys, float w_scale);
+/* The score ms_ref_indexer ranks of each of the first nb keys for one query (q [n_heads][head_dim],
+ * w [n_heads]), rounded to F32: a diagnosis read-out (the taps' attn.idx_score). */
+void ms_ref_indexer_scores(const float *q, const float *w, const float *keys, uint32_t n_heads,
+                           uint32_t head_dim, uint32_t nb, float w_scale, float *score);
 /* Sparse attention with a per-head sink (V4_SPEC §3.3, §3.6), the reference of
  * shaders/attention.comp, for n queries at positions p = pos0 + t. q, o: [n][n_heads][head_dim];
  * ring: [ring_len][head_dim], position x at row x % ring_len; query p sees the window

@@ -6,6 +6,11 @@
 
 static double softplus(double v) { return v > 0 ? v + log1p(exp(-v)) : log1p(exp(v)); }
 
+/* What expert e is ranked by: its F32 score plus the bias (in double). */
+static double rank_score(const float *l, const void *bias, uint32_t e) {
+    return (double)(float)sqrt(softplus(l[e])) + (bias ? ms_ref_ld_f32(bias, e) : 0.0);
+}
+
 /* (v, e) ranks above (w, f): the higher value, equal values by the lower id, NaN last */
 static bool above(double v, uint32_t e, double w, uint32_t f) {
     if (isnan(w)) return !isnan(v) || e < f;
@@ -31,7 +36,7 @@ void ms_ref_router(const float *logits, const void *bias, const int32_t *tid2eid
                 bool taken = false;
                 for (uint32_t q = 0; q < j; q++) taken |= it[q] == e;
                 if (taken) continue;
-                double v = (double)(float)sqrt(softplus(l[e])) + (bias ? ms_ref_ld_f32(bias, e) : 0.0);
+                double v = rank_score(l, bias, e);
                 if (best == UINT32_MAX || above(v, e, best_v, best)) best = e, best_v = v;
             }
             it[j] = best;
@@ -43,4 +48,8 @@ void ms_ref_router(const float *logits, const void *bias, const int32_t *tid2eid
             wt[j] = (float)((norm ? s / sum : s) * scale);
         }
     }
+}
+
+void ms_ref_router_scores(const float *logits, const void *bias, uint32_t n_experts, float *score) {
+    for (uint32_t e = 0; e < n_experts; e++) score[e] = (float)rank_score(logits, bias, e);
 }

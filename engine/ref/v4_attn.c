@@ -99,6 +99,7 @@ void ms_ref_v4_attention(ms_ref_session *s, uint32_t li, const float *x, uint32_
             rms_unweighted(qh, hd, c->rms_norm_eps);
             ms_ref_v4_rope(qh + nope, L->rope_freq, rd, pos0 + t, false);
         }
+    v4_tap(s, pos0, li, "attn.q", false, sc->q, qdim);
 
     /* The single KV latent: wkv -> kv_norm -> RoPE; non-RoPE dims stored as e4m3 (block 64). */
     ms_ref_gemv(&L->wkv, x, dim, sc->kv, hd, n);
@@ -108,6 +109,7 @@ void ms_ref_v4_attention(ms_ref_session *s, uint32_t li, const float *x, uint32_
         ms_ref_v4_rope(kv + nope, L->rope_freq, rd, pos0 + t, false);
         if (m->fq_kv_fp8) ms_ref_v4_fake_quant_fp8(kv, nope, 64);
     }
+    v4_tap(s, pos0, li, "attn.kv", false, sc->kv, hd);
 
     if (r) {
         uint32_t w = L->cmp.coff * hd;
@@ -156,6 +158,7 @@ void ms_ref_v4_attention(ms_ref_session *s, uint32_t li, const float *x, uint32_
                 memcpy(st->cmp.rows + (size_t)(p / r) * hd, sc->crow, hd * sizeof(float));
             }
         }
+        if (r) v4_tap(s, (uint32_t)p, li, "attn.cmp_rows", false, st->cmp.rows, (uint64_t)nb * hd);
 
         /* Visible rows: the window (oldest first), then compressed blocks in index order; for
          * ratio 4 the selected ones, listed ascending. The ring holds position x at x % window. */
@@ -163,6 +166,12 @@ void ms_ref_v4_attention(ms_ref_session *s, uint32_t li, const float *x, uint32_
             uint32_t ns = 0;
             for (uint32_t j = 0; j < nb; j++)
                 if (sc->isel[j]) sc->sel[ns++] = j;
+            if (s->tap_on && nb > c->index_topk) {
+                ms_ref_indexer_scores(sc->qi + (size_t)t * nI * dI, sc->wi + (size_t)t * nI, st->idx.rows,
+                                      nI, dI, nb, 1.0f, s->tap_buf);
+                v4_tap(s, (uint32_t)p, li, "attn.idx_score", false, s->tap_buf, nb);
+            }
+            v4_tap(s, (uint32_t)p, li, "attn.idx_sel", true, sc->sel, ns);
             while (ns < c->index_topk) sc->sel[ns++] = 0xFFFFFFFFu;
         }
         float *o = sc->o + (size_t)t * qdim;
@@ -171,6 +180,7 @@ void ms_ref_v4_attention(ms_ref_session *s, uint32_t li, const float *x, uint32_
                          st->cmp.n_rows, 1.0 / sqrt((double)hd)); /* no YaRN mscale */
         for (uint32_t h = 0; h < H; h++) ms_ref_v4_rope(o + (size_t)h * hd + nope, L->rope_freq, rd, p, true);
     }
+    v4_tap(s, pos0, li, "attn.o", false, sc->o, qdim);
 
     /* Grouped output: group g (heads g*H/G ...) through rows [g*ol, (g+1)*ol) of wo_a, then wo_b. */
     uint32_t gin = qdim / G;

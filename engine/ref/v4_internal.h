@@ -157,7 +157,18 @@ struct ms_ref_session {
     v4_scratch sc;
     void **allocs;            /* every buffer above, for free */
     uint32_t n_allocs, cap_allocs;
+    /* taps (ms_ref_session_set_tap): tap_on while a one-token step of a tapped session runs */
+    ms_ref_tap_fn tap;
+    void *tap_ctx;
+    bool tap_on;
+    float *tap_buf;           /* [max(n_experts, max_tokens/4 + 1)] scores read out for a tap */
 };
+
+/* One stage's values to the tap, in a one-token step of a tapped session (else nothing). */
+static inline void v4_tap(const ms_ref_session *s, uint32_t pos, uint32_t layer, const char *stage,
+                          bool u32, const void *data, uint64_t count) {
+    if (s->tap_on) s->tap(s->tap_ctx, pos, layer, stage, u32, data, count);
+}
 
 /* ---- number formats and fake quantisation (v4_ops.c, V4_SPEC §3.8) ---- */
 

@@ -365,6 +365,12 @@ void ms_ref_v4_moe(ms_ref_session *s, uint32_t li, const float *x, const uint32_
     ms_ref_gemv(&L->gate, x, dim, sc->glog, E, n);
     ms_ref_router(sc->glog, L->gate_bias, L->tid2eid, tokens, n, E, K, c->norm_topk_prob,
                   c->routed_scaling_factor, sc->route, sc->rw);
+    if (s->tap_on) {
+        ms_ref_router_scores(sc->glog, L->gate_bias, E, s->tap_buf);
+        v4_tap(s, s->pos, li, "ffn.score", false, s->tap_buf, E);
+        v4_tap(s, s->pos, li, "ffn.route", true, sc->route, K);
+        v4_tap(s, s->pos, li, "ffn.weights", false, sc->rw, K);
+    }
 
     /* Routed experts, each over the tokens that chose it (up to B at a time); per token the
      * contributions add up in ascending expert order, independent of the other tokens. */

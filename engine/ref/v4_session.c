@@ -133,11 +133,13 @@ int ms_ref_session_create(const ms_ref_model *m, uint32_t max_tokens, ms_ref_ses
         sc->ex_y = salloc(s, B * dim, sizeof(float));
         sc->moe_acc = salloc(s, B * dim, sizeof(double));
         sc->hfin = salloc(s, B * dim, sizeof(float));
+        size_t tb = (size_t)max_tokens / 4 + 1;
+        s->tap_buf = salloc(s, c->n_routed_experts > tb ? c->n_routed_experts : tb, sizeof(float));
         ok = sc->h && sc->res && sc->x && sc->y && sc->post && sc->comb && sc->mix && sc->qr &&
              sc->q && sc->kv && sc->o && sc->u && sc->u_full && sc->ca && sc->cg && sc->ia &&
              sc->ig && sc->qi && sc->wi && sc->crow && sc->isel_idx && sc->isel && sc->sel &&
              sc->glog && sc->route && sc->rw && sc->ex_x && sc->ex_t &&
-             sc->ex_w && sc->ex_g && sc->ex_u && sc->ex_y && sc->moe_acc && sc->hfin;
+             sc->ex_w && sc->ex_g && sc->ex_u && sc->ex_y && sc->moe_acc && sc->hfin && s->tap_buf;
     }
     if (!ok) {
         ms_ref_session_free(s);
@@ -156,6 +158,11 @@ void ms_ref_session_free(ms_ref_session *s) {
 }
 
 uint32_t ms_ref_session_pos(const ms_ref_session *s) { return s->pos; }
+
+void ms_ref_session_set_tap(ms_ref_session *s, ms_ref_tap_fn fn, void *ctx) {
+    s->tap = fn;
+    s->tap_ctx = fn ? ctx : NULL;
+}
 
 int ms_ref_session_nonfinite(const ms_ref_session *s, ms_ref_nonfinite *out) {
     if (!s->nf_seen) return -MS_E_NOT_FOUND;
@@ -206,6 +213,8 @@ static void forward_batch(ms_ref_session *s, const uint32_t *tokens, uint32_t n,
     uint32_t dim = c->dim, hc = c->hc_mult;
     float eps = (float)c->rms_norm_eps;
     size_t stream_bytes = (size_t)n * hc * dim * sizeof(float);
+    uint32_t p = s->pos;
+    s->tap_on = s->tap && n == 1;
 
     /* Embedding copied into every stream: no scaling, no gate. */
     ms_ref_hc_embed(m->embed, c->vocab_size, tokens, dim, hc, n, sc->h);
@@ -215,15 +224,21 @@ static void forward_batch(ms_ref_session *s, const uint32_t *tokens, uint32_t n,
         memcpy(sc->res, sc->h, stream_bytes);
         hc_pre(s, L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base, false, sc->x, n);
         ms_ref_rmsnorm(sc->x, L->attn_norm, MS_WENC_BF16, sc->x, dim, n, eps);
+        v4_tap(s, p, li, "attn.x", false, sc->x, dim);
         ms_ref_v4_attention(s, li, sc->x, s->pos, n, sc->y);
+        v4_tap(s, p, li, "attn.y", false, sc->y, dim);
         ms_ref_hc_post(sc->y, sc->res, sc->post, sc->comb, dim, hc, n, sc->h);
+        v4_tap(s, p, li, "attn.h", false, sc->h, (uint64_t)hc * dim);
         watch_nonfinite(s, sc->h, (size_t)hc * dim, n, li, "attention");
 
         memcpy(sc->res, sc->h, stream_bytes);
         hc_pre(s, L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, false, sc->x, n);
         ms_ref_rmsnorm(sc->x, L->ffn_norm, MS_WENC_BF16, sc->x, dim, n, eps);
+        v4_tap(s, p, li, "ffn.x", false, sc->x, dim);
         ms_ref_v4_moe(s, li, sc->x, tokens, n, sc->y);
+        v4_tap(s, p, li, "ffn.y", false, sc->y, dim);
         ms_ref_hc_post(sc->y, sc->res, sc->post, sc->comb, dim, hc, n, sc->h);
+        v4_tap(s, p, li, "ffn.h", false, sc->h, (uint64_t)hc * dim);
         watch_nonfinite(s, sc->h, (size_t)hc * dim, n, li, "moe");
     }
 
@@ -231,7 +246,9 @@ static void forward_batch(ms_ref_session *s, const uint32_t *tokens, uint32_t n,
     hc_pre(s, m->hc_head_fn, m->hc_head_scale, m->hc_head_base, true, sc->hfin, n);
     ms_ref_rmsnorm(sc->hfin, m->norm, MS_WENC_BF16, sc->hfin, dim, n, eps);
     ms_ref_gemv(&m->head, sc->hfin, dim, logits, c->vocab_size, n);
+    v4_tap(s, p, c->n_layers, "head.logits", false, logits, c->vocab_size);
     watch_nonfinite(s, logits, c->vocab_size, n, c->n_layers, "head");
+    s->tap_on = false;
     s->pos += n;
 }
 

@@ -278,7 +278,8 @@ static int probe_device(VkPhysicalDevice pd, uint32_t index, uint32_t instance_a
 
     c->subgroup_size = sg.subgroupSize;
     c->subgroup_arithmetic = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
-                             (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+                             (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
+                             (sg.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
     bool sgsc_feat = pre13 ? fc.sgsc.subgroupSizeControl : fc.v13.subgroupSizeControl;
     VkShaderStageFlags sgsc_stages =
         pre13 ? sgscp.requiredSubgroupSizeStages : v13p.requiredSubgroupSizeStages;
@@ -347,7 +348,7 @@ static int probe_device(VkPhysicalDevice pd, uint32_t index, uint32_t instance_a
         add_reason(c, why);
     }
     if (p->queue_family < 0) add_reason(c, "no compute queue");
-    if (!c->subgroup_arithmetic) add_reason(c, "no subgroup arithmetic in compute shaders");
+    if (!c->subgroup_arithmetic) add_reason(c, "no subgroup arithmetic and shuffles in compute shaders");
     if (p->api >= VK_API_VERSION_1_2 && !c->storage_8bit)
         add_reason(c, "no storageBuffer8BitAccess");
     if (p->api >= VK_API_VERSION_1_2 && !c->storage_16bit)

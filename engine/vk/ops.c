@@ -234,14 +234,20 @@ void ms_vk_gemv_tune_default(const ms_vk *vk, ms_wenc enc, ms_vk_gemv_tune *out)
  * (rows x n accumulators live in registers), and smaller groups when a row has too few chunks to
  * give every invocation two steps (short-K rows otherwise leave most lanes idle: H200 FP8
  * [65536 x 1536], 96 chunks a row: 32 lanes 3.99 TB/s, 128 lanes 2.64). */
-static void tune_resolve(const ms_vk_caps *caps, ms_wenc enc, uint32_t k, uint32_t n, ms_vk_gemv_tune *t) {
+static void tune_resolve(const ms_vk_caps *caps, ms_wenc enc, uint32_t m, uint32_t k, uint32_t n,
+                         ms_vk_gemv_tune *t) {
     ms_vk_gemv_tune d;
     tune_device_default(caps, enc, &d);
+    const bool gpu = caps->type != VK_PHYSICAL_DEVICE_TYPE_CPU;
+    const bool rows_set = t->rows_per_wg != 0;
     if (!t->rows_per_wg) {
         /* x loads scale with n / rows; registers with rows x n. H200: more rows won at every n
          * (x-load bound; FP4 n = 8: 8 rows 431 GB/s, 4 rows 253), so shrink only past 64. */
         uint32_t r = d.rows_per_wg;
         while (r > 1 && r * n > 64) r /= 2;
+        /* A matrix of few long rows (the mHC mixing matrix: 24 x 16384 F32) would run on a
+         * handful of workgroups, each walking its rows serially: one row per workgroup there. */
+        while (gpu && r > 1 && (m + r - 1) / r < 64) r /= 2;
         t->rows_per_wg = r;
     }
     if (!t->unroll) t->unroll = d.unroll;
@@ -250,6 +256,11 @@ static void tune_resolve(const ms_vk_caps *caps, ms_wenc enc, uint32_t k, uint32
         const uint32_t sg = t->subgroup_size ? t->subgroup_size : caps->subgroup_size;
         uint32_t wg = d.wg_size;
         while (wg > sg && (uint64_t)wg * t->unroll * 2 > nch) wg /= 2;
+        /* ... and with still few workgroups, wider ones, while each lane keeps two steps
+         * (H200, 24 x 16384 F32: 4 -> 1 rows and 128 -> 1024 lanes per workgroup) */
+        while (gpu && !rows_set && m / t->rows_per_wg < 64 && wg < 1024 && wg * 2 <= caps->max_workgroup_invocations &&
+               (uint64_t)wg * 2 * t->unroll * 2 <= nch)
+            wg *= 2;
         t->wg_size = wg;
     }
 }
@@ -339,7 +350,7 @@ int ms_vk_rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t 
         spec[MS_GEMV_SPEC_ROWS] = rows_sg;
         spec[MS_GEMV_SPEC_SG_MIN] = sg;
     } else {
-        tune_resolve(caps, w->enc, w->k, n, &t);
+        tune_resolve(caps, w->enc, w->m, w->k, n, &t);
         const uint32_t sg_min = t.subgroup_size ? t.subgroup_size : caps->subgroup_size_min;
         const uint32_t nsg_max = (t.wg_size + sg_min - 1) / sg_min;
         if (!is_pow2(t.wg_size) || t.wg_size > caps->max_workgroup_invocations || t.wg_size > 1024 ||
@@ -457,24 +468,36 @@ int ms_vk_rec_rmsnorm(ms_vk_cmd *c, ms_vk_range x, ms_vk_range w, ms_wenc w_enc,
 
 int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_range scale,
                      ms_vk_range base, ms_vk_range x, ms_vk_range post, ms_vk_range comb,
-                     uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters, float hc_eps,
-                     float rms_eps, bool head) {
+                     ms_vk_range norm, uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters,
+                     float hc_eps, float rms_eps, bool head) {
+    return ms_vk_rec_hc_pre_parts(c, mixraw, 0, h, scale, base, x, post, comb, norm, dim, hc, n,
+                                  sinkhorn_iters, hc_eps, rms_eps, head);
+}
+
+int ms_vk_rec_hc_pre_parts(ms_vk_cmd *c, ms_vk_range mixraw, uint32_t n_parts, ms_vk_range h,
+                           ms_vk_range scale, ms_vk_range base, ms_vk_range x, ms_vk_range post,
+                           ms_vk_range comb, ms_vk_range norm, uint32_t dim, uint32_t hc, uint32_t n,
+                           uint32_t sinkhorn_iters, float hc_eps, float rms_eps, bool head) {
     if (!c) return -MS_E_INVALID_ARG;
     ms_vk *vk = ms_vk_cmd_vk(c);
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     const uint64_t mix_n = head ? hc : (uint64_t)(2 + hc) * hc;
     if (!dim || !hc || hc > MS_HC_MAX || !n || (!head && !sinkhorn_iters) ||
-        (uint64_t)n * hc * dim > 0xFFFFFFFFull || !ms_vk_op_range_ok(mixraw, 4 * mix_n * n) ||
+        (uint64_t)n * hc * dim > 0xFFFFFFFFull ||
+        !ms_vk_op_range_ok(mixraw, n_parts ? 4 * (mix_n + 1) * n_parts * n : 4 * mix_n * n) ||
         !ms_vk_op_range_ok(h, 4ull * n * hc * dim) || !ms_vk_op_range_ok(scale, head ? 4 : 12) ||
         !ms_vk_op_range_ok(base, 4 * mix_n) || !ms_vk_op_range_ok(x, 4ull * n * dim) ||
-        !ms_vk_op_range_ok(post, head ? 4 : 4ull * n * hc) || !ms_vk_op_range_ok(comb, head ? 4 : 4ull * n * hc * hc)) {
+        !ms_vk_op_range_ok(post, head ? 4 : 4ull * n * hc) || !ms_vk_op_range_ok(comb, head ? 4 : 4ull * n * hc * hc) ||
+        (norm.size && !ms_vk_op_range_ok(norm, 2ull * dim))) {
         MS_LOGE("rec_hc_pre: %u tokens, hc %u, dim %u, %u Sinkhorn iterations: a range is too "
                 "small or a size out of range",
                 n, hc, dim, sinkhorn_iters);
         return -MS_E_INVALID_ARG;
     }
-    /* one workgroup per token; at least hc*hc invocations own the combination matrix */
-    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 256;
+    /* One workgroup per token; at least hc*hc invocations own the combination matrix. At n = 1
+     * the whole step is this one workgroup's loops over h (hc*dim floats) and x, so a GPU gets
+     * the widest group it allows (H200, V4-Flash decode: 256 -> 1024 invocations). */
+    uint32_t wg = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : caps->max_workgroup_invocations >= 1024 ? 1024 : 256;
     if (wg < hc * hc) wg = hc * hc;
     if (wg > caps->max_workgroup_invocations) {
         MS_LOGE("rec_hc_pre: hc %u needs %u invocations per workgroup; the device allows %u", hc,
@@ -485,7 +508,7 @@ int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_rang
     spec[MS_HC_PRE_SPEC_WG] = wg;
     spec[MS_HC_PRE_SPEC_HEAD] = head;
     spec[MS_HC_PRE_SPEC_SG_MIN] = caps->subgroup_size_min;
-    ms_vk_range b[7];
+    ms_vk_range b[8];
     b[MS_HC_PRE_BIND_MIX] = mixraw;
     b[MS_HC_PRE_BIND_H] = h;
     b[MS_HC_PRE_BIND_SCALE] = scale;
@@ -493,9 +516,57 @@ int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_rang
     b[MS_HC_PRE_BIND_X] = x;
     b[MS_HC_PRE_BIND_POST] = post;
     b[MS_HC_PRE_BIND_COMB] = comb;
+    b[MS_HC_PRE_BIND_NORM] = norm.size ? norm : comb; /* unused without norm */
     ms_hc_pre_push pc = {.dim = dim, .hc = hc, .n = n, .sinkhorn_iters = sinkhorn_iters,
-                         .hc_eps = hc_eps, .rms_eps = rms_eps};
-    return ms_vk_op_dispatch(c, "hc_pre", spec, MS_HC_PRE_N_SPEC, b, 7, &pc, sizeof pc, NULL, n);
+                         .hc_eps = hc_eps, .rms_eps = rms_eps, .norm = norm.size ? 1u : 0u,
+                         .n_parts = n_parts};
+    return ms_vk_op_dispatch(c, "hc_pre", spec, MS_HC_PRE_N_SPEC, b, 8, &pc, sizeof pc, NULL, n);
+}
+
+uint32_t ms_vk_hc_mix_slices(const ms_vk *vk, uint32_t dim, uint32_t hc) {
+    const uint32_t wg = ms_vk_op_wg(ms_vk_get_caps(vk));
+    return (uint32_t)(((uint64_t)hc * dim + wg - 1) / wg);
+}
+
+int ms_vk_rec_hc_mix(ms_vk_cmd *c, const ms_vk_weight *fn, ms_vk_range y, ms_vk_range res,
+                     ms_vk_range post, ms_vk_range comb, ms_vk_range h, ms_vk_range part, uint32_t dim,
+                     uint32_t hc, uint32_t n, bool post_fused) {
+    if (!c || !fn) return -MS_E_INVALID_ARG;
+    ms_vk *vk = ms_vk_cmd_vk(c);
+    const ms_vk_caps *caps = ms_vk_get_caps(vk);
+    const uint64_t total = (uint64_t)n * hc * dim;
+    const uint32_t mix_n = fn->m, slices = dim && hc ? ms_vk_hc_mix_slices(vk, dim, hc) : 0;
+    if (!dim || !hc || hc > MS_HC_MAX || !n || total > 0xFFFFFFFFull || fn->enc != MS_WENC_F32 ||
+        fn->n_parts != 1 || fn->k != hc * dim || !mix_n || mix_n > (2 + MS_HC_MAX) * MS_HC_MAX ||
+        !ms_vk_op_range_ok(h, 4 * total) ||
+        !ms_vk_op_range_ok(part, 4ull * n * slices * (mix_n + 1)) ||
+        (post_fused && (!ms_vk_op_range_ok(y, 4ull * n * dim) || !ms_vk_op_range_ok(res, 4 * total) ||
+                        !ms_vk_op_range_ok(post, 4ull * n * hc) || !ms_vk_op_range_ok(comb, 4ull * n * hc * hc) ||
+                        (res.buffer == h.buffer && res.offset < h.offset + h.size &&
+                         h.offset < res.offset + res.size)))) {
+        MS_LOGE("rec_hc_mix: %u tokens, hc %u, dim %u, fn %s [%u x %u] in %u part(s): a range is too small, "
+                "h overlaps res, or fn is not one F32 part of [mix_n <= %u x hc*dim]",
+                n, hc, dim, ms_wenc_name(fn->enc), fn->m, fn->k, fn->n_parts, (2 + MS_HC_MAX) * MS_HC_MAX);
+        return -MS_E_INVALID_ARG;
+    }
+    const uint32_t wg = ms_vk_op_wg(caps);
+    uint32_t spec[MS_HC_MIX_N_SPEC];
+    spec[MS_HC_MIX_SPEC_WG] = wg;
+    spec[MS_HC_MIX_SPEC_POST] = post_fused;
+    spec[MS_HC_MIX_SPEC_MIX] = mix_n;
+    spec[MS_HC_MIX_SPEC_SG_MIN] = caps->subgroup_size_min;
+    ms_vk_range fr = ms_vk_buf_range(&fn->part[0].data, 0, fn->part[0].data.size);
+    ms_vk_range b[7];
+    b[MS_HC_MIX_BIND_FN] = fr;
+    b[MS_HC_MIX_BIND_Y] = post_fused ? y : fr;
+    b[MS_HC_MIX_BIND_RES] = post_fused ? res : fr;
+    b[MS_HC_MIX_BIND_POST] = post_fused ? post : fr;
+    b[MS_HC_MIX_BIND_COMB] = post_fused ? comb : fr;
+    b[MS_HC_MIX_BIND_H] = h;
+    b[MS_HC_MIX_BIND_PART] = part;
+    ms_hc_mix_push pc = {.dim = dim, .hc = hc, .n = n, .n_slices = slices};
+    return ms_vk_op_dispatch(c, "hc_mix", spec, MS_HC_MIX_N_SPEC, b, 7, &pc, sizeof pc, &pc.groups_x,
+                             (uint64_t)n * slices);
 }
 
 int ms_vk_rec_hc_post(ms_vk_cmd *c, ms_vk_range y, ms_vk_range res, ms_vk_range post,
@@ -559,6 +630,14 @@ int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_v
 int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint32_t n_heads,
                    uint32_t head_dim, uint32_t head_stride, uint32_t token_stride, uint32_t off,
                    uint32_t rope_dim, bool rms, float eps, bool inverse) {
+    ms_vk_range none = {cs.buffer, cs.offset, 0};
+    return ms_vk_rec_rope_norm(c, x, cs, none, n, n_heads, head_dim, head_stride, token_stride, off, rope_dim,
+                               rms, eps, inverse);
+}
+
+int ms_vk_rec_rope_norm(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, ms_vk_range w, uint32_t n,
+                        uint32_t n_heads, uint32_t head_dim, uint32_t head_stride, uint32_t token_stride,
+                        uint32_t off, uint32_t rope_dim, bool rms, float eps, bool inverse) {
     if (!c) return -MS_E_INVALID_ARG;
     ms_vk *vk = ms_vk_cmd_vk(c);
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
@@ -568,7 +647,7 @@ int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint
     if (!n || !n_heads || !head_dim || !rope_dim || rope_dim % 2 || off + rope_dim > head_dim ||
         (n_heads > 1 && head_stride < head_dim) || last > 0xFFFFFFFFull ||
         (uint64_t)n * n_heads > 0xFFFFFFFFull || !ms_vk_op_range_ok(x, 4 * last) ||
-        !ms_vk_op_range_ok(cs, 4ull * n * rope_dim)) {
+        !ms_vk_op_range_ok(cs, 4ull * n * rope_dim) || (w.size && (!rms || !ms_vk_op_range_ok(w, 2ull * head_dim)))) {
         MS_LOGE("rec_rope: %u tokens x %u heads of %u (stride %u, token stride %u), rotating "
                 "[%u, %u): a range is too small or the layout is invalid",
                 n, n_heads, head_dim, head_stride, token_stride, off, off + rope_dim);
@@ -578,16 +657,17 @@ int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint
     if (wg > caps->max_workgroup_invocations) wg = caps->max_workgroup_invocations;
     uint32_t spec[MS_ROPE_N_SPEC];
     spec[MS_ROPE_SPEC_WG] = wg;
-    spec[MS_ROPE_SPEC_RMS] = rms;
+    spec[MS_ROPE_SPEC_RMS] = w.size ? 2u : rms ? 1u : 0u;
     spec[MS_ROPE_SPEC_INVERSE] = inverse;
     spec[MS_ROPE_SPEC_SG_MIN] = caps->subgroup_size_min;
-    ms_vk_range b[2];
+    ms_vk_range b[3];
     b[MS_ROPE_BIND_X] = x;
     b[MS_ROPE_BIND_CS] = cs;
+    b[MS_ROPE_BIND_W] = w.size ? w : cs; /* unused without a weight */
     ms_rope_push pc = {.n = n, .n_heads = n_heads, .head_dim = head_dim,
                        .head_stride = head_stride, .token_stride = token_stride, .off = off,
                        .rope_dim = rope_dim, .eps = eps};
-    return ms_vk_op_dispatch(c, "rope", spec, MS_ROPE_N_SPEC, b, 2, &pc, sizeof pc, &pc.groups_x,
+    return ms_vk_op_dispatch(c, "rope", spec, MS_ROPE_N_SPEC, b, 3, &pc, sizeof pc, &pc.groups_x,
                            (uint64_t)n * n_heads);
 }
 

@@ -14,12 +14,12 @@ static bool overlap(ms_vk_range x, ms_vk_range y) {
 
 static uint64_t max_u64(uint64_t x, uint64_t y) { return x > y ? x : y; }
 
-int ms_vk_rec_compress(ms_vk_cmd *c, ms_vk_range a, ms_vk_range g, uint32_t in_stride, ms_vk_range ape,
+int ms_vk_rec_compress_phase(ms_vk_cmd *c, ms_vk_range a, ms_vk_range g, uint32_t in_stride, ms_vk_range ape,
                        ms_vk_range norm, ms_vk_range cs, ms_vk_range pos, ms_vk_range kv,
                        ms_vk_range score, ms_vk_range rows, uint32_t n, uint32_t ratio, uint32_t coff,
                        uint32_t d, uint32_t rope_dim, uint32_t n_rows, float eps, uint32_t quant,
-                       bool hadamard) {
-    if (!c) return -MS_E_INVALID_ARG;
+                       bool hadamard, uint32_t phase) {
+    if (!c || phase < MS_VK_COMPRESS_POOL || phase > MS_VK_COMPRESS_BOTH) return -MS_E_INVALID_ARG;
     ms_vk *vk = ms_vk_cmd_vk(c);
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     if (!n || !ratio || (coff != 1 && coff != 2) || d < 2 || d % 2 || d > MS_COMPRESS_MAX_D ||
@@ -79,11 +79,13 @@ int ms_vk_rec_compress(ms_vk_cmd *c, ms_vk_range a, ms_vk_range g, uint32_t in_s
     bp[MS_COMPRESS_POOL_BIND_ROWS] = rows;
     ms_compress_pool_push pp = {.n = n, .in_stride = in_stride, .ratio = ratio, .coff = coff, .d = d,
                                 .n_rows = n_rows};
-    int rc = ms_vk_op_dispatch(c, "compress_pool", spec_pool, MS_COMPRESS_POOL_N_SPEC, bp,
-                               MS_COMPRESS_POOL_N_BIND, &pp, sizeof pp, &pp.groups_x,
-                               (d + wg_pool - 1) / wg_pool);
-    if (rc) return rc;
-    ms_vk_cmd_barrier(c);
+    if (phase & MS_VK_COMPRESS_POOL) {
+        int rc = ms_vk_op_dispatch(c, "compress_pool", spec_pool, MS_COMPRESS_POOL_N_SPEC, bp,
+                                   MS_COMPRESS_POOL_N_BIND, &pp, sizeof pp, &pp.groups_x,
+                                   (d + wg_pool - 1) / wg_pool);
+        if (rc || phase == MS_VK_COMPRESS_POOL) return rc;
+    }
+    if (phase == MS_VK_COMPRESS_BOTH) ms_vk_cmd_barrier(c);
 
     /* Emission: n consecutive tokens complete at most ceil(n / ratio) blocks. */
     uint32_t spec_emit[MS_COMPRESS_EMIT_N_SPEC];
@@ -100,4 +102,13 @@ int ms_vk_rec_compress(ms_vk_cmd *c, ms_vk_range a, ms_vk_range g, uint32_t in_s
     return ms_vk_op_dispatch(c, "compress_emit", spec_emit, MS_COMPRESS_EMIT_N_SPEC, be,
                              MS_COMPRESS_EMIT_N_BIND, &pe, sizeof pe, &pe.groups_x,
                              ((uint64_t)n + ratio - 1) / ratio);
+}
+
+int ms_vk_rec_compress(ms_vk_cmd *c, ms_vk_range a, ms_vk_range g, uint32_t in_stride, ms_vk_range ape,
+                       ms_vk_range norm, ms_vk_range cs, ms_vk_range pos, ms_vk_range kv,
+                       ms_vk_range score, ms_vk_range rows, uint32_t n, uint32_t ratio, uint32_t coff,
+                       uint32_t d, uint32_t rope_dim, uint32_t n_rows, float eps, uint32_t quant,
+                       bool hadamard) {
+    return ms_vk_rec_compress_phase(c, a, g, in_stride, ape, norm, cs, pos, kv, score, rows, n, ratio, coff, d,
+                                    rope_dim, n_rows, eps, quant, hadamard, MS_VK_COMPRESS_BOTH);
 }

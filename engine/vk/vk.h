@@ -48,7 +48,7 @@ typedef struct ms_vk_caps {
     uint32_t subgroup_size_min; /* with size control; = subgroup_size without */
     uint32_t subgroup_size_max;
     bool subgroup_size_control; /* VK_EXT_subgroup_size_control or 1.3 core, compute stage */
-    bool subgroup_arithmetic;   /* subgroupAdd etc. in compute shaders */
+    bool subgroup_arithmetic;   /* subgroupAdd etc. and subgroupShuffle in compute shaders */
 
     bool storage_8bit, storage_16bit;  /* 8/16-bit storage buffer access */
     bool float16_arith, int8_arith;    /* shaderFloat16 / shaderInt8 */
@@ -271,11 +271,28 @@ int ms_vk_rec_rmsnorm(ms_vk_cmd *c, ms_vk_range x, ms_vk_range w, ms_wenc w_enc,
 
 /* mHC pre (shaders/hc.h) for n tokens after the mixing GEMV wrote mixraw [n][mix_n] (mix_n =
  * (2+hc)*hc, or hc with head): h [n][hc][dim], scale F32 [3] ([1] head), base [mix_n];
- * out x [n][dim], post [n][hc] and comb [n][hc][hc] (head: not written, any bound range). */
+ * out x [n][dim], post [n][hc] and comb [n][hc][hc] (head: not written, any bound range).
+ * norm: BF16 [dim], the RMSNorm weight applied to x afterwards (eps rms_eps, as
+ * ms_ref_rmsnorm), or an empty range (size 0) for none. */
 int ms_vk_rec_hc_pre(ms_vk_cmd *c, ms_vk_range mixraw, ms_vk_range h, ms_vk_range scale,
                      ms_vk_range base, ms_vk_range x, ms_vk_range post, ms_vk_range comb,
-                     uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters, float hc_eps,
-                     float rms_eps, bool head);
+                     ms_vk_range norm, uint32_t dim, uint32_t hc, uint32_t n, uint32_t sinkhorn_iters,
+                     float hc_eps, float rms_eps, bool head);
+/* The same after ms_vk_rec_hc_mix: mixraw is its part range, n_parts its slice count. */
+int ms_vk_rec_hc_pre_parts(ms_vk_cmd *c, ms_vk_range part, uint32_t n_parts, ms_vk_range h,
+                           ms_vk_range scale, ms_vk_range base, ms_vk_range x, ms_vk_range post,
+                           ms_vk_range comb, ms_vk_range norm, uint32_t dim, uint32_t hc, uint32_t n,
+                           uint32_t sinkhorn_iters, float hc_eps, float rms_eps, bool head);
+
+/* The mixing GEMV of hc_pre as split-K partials (shaders/hc.h), optionally with the previous
+ * sub-layer's mHC post fused in: fn F32 [mix_n][hc*dim] (one part); with post_fused, h [n][hc][dim]
+ * = hc_post(y, res, post, comb) is written first (res must not overlap h), else h is read (y, res,
+ * post, comb unused: any bound range). part: F32 [n][ms_vk_hc_mix_slices()][mix_n + 1] for
+ * ms_vk_rec_hc_pre_parts. mix_n <= (2 + MS_HC_MAX) * MS_HC_MAX. One dispatch. */
+uint32_t ms_vk_hc_mix_slices(const ms_vk *vk, uint32_t dim, uint32_t hc);
+int ms_vk_rec_hc_mix(ms_vk_cmd *c, const ms_vk_weight *fn, ms_vk_range y, ms_vk_range res,
+                     ms_vk_range post, ms_vk_range comb, ms_vk_range h, ms_vk_range part, uint32_t dim,
+                     uint32_t hc, uint32_t n, bool post_fused);
 
 /* Embedding into the hc streams: tokens U32 [n], embed BF16 [vocab][dim], h [n][hc][dim]. */
 int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_vk_range h,
@@ -287,6 +304,12 @@ int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_v
 int ms_vk_rec_rope(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, uint32_t n, uint32_t n_heads,
                    uint32_t head_dim, uint32_t head_stride, uint32_t token_stride, uint32_t off,
                    uint32_t rope_dim, bool rms, float eps, bool inverse);
+/* The same with an RMSNorm weight w (BF16 [head_dim], shared by all heads; rms must be set): each
+ * head becomes RMSNorm(head) * w before the rotation (the KV latent's kv_norm fused in). An empty
+ * w (size 0) is ms_vk_rec_rope. */
+int ms_vk_rec_rope_norm(ms_vk_cmd *c, ms_vk_range x, ms_vk_range cs, ms_vk_range w, uint32_t n,
+                        uint32_t n_heads, uint32_t head_dim, uint32_t head_stride, uint32_t token_stride,
+                        uint32_t off, uint32_t rope_dim, bool rms, float eps, bool inverse);
 
 /* Stored-value rounding in place (shaders/fq.h): rows [n_rows][row_stride] F32, elements
  * [0, len); quant 0 none, 1 e4m3 (block 64), 2 e2m1 (block 32); hadamard first (len a power of
@@ -324,6 +347,15 @@ int ms_vk_rec_compress(ms_vk_cmd *c, ms_vk_range a, ms_vk_range g, uint32_t in_s
                        ms_vk_range score, ms_vk_range rows, uint32_t n, uint32_t ratio, uint32_t coff,
                        uint32_t d, uint32_t rope_dim, uint32_t n_rows, float eps, uint32_t quant,
                        bool hadamard);
+/* The same in two steps, for callers that interleave independent work between them: phase
+ * MS_VK_COMPRESS_POOL records the pooling dispatch, MS_VK_COMPRESS_EMIT the emission (the caller
+ * puts a barrier between them), BOTH is ms_vk_rec_compress. Same arguments in both calls. */
+enum { MS_VK_COMPRESS_POOL = 1, MS_VK_COMPRESS_EMIT = 2, MS_VK_COMPRESS_BOTH = 3 };
+int ms_vk_rec_compress_phase(ms_vk_cmd *c, ms_vk_range a, ms_vk_range g, uint32_t in_stride, ms_vk_range ape,
+                       ms_vk_range norm, ms_vk_range cs, ms_vk_range pos, ms_vk_range kv,
+                       ms_vk_range score, ms_vk_range rows, uint32_t n, uint32_t ratio, uint32_t coff,
+                       uint32_t d, uint32_t rope_dim, uint32_t n_rows, float eps, uint32_t quant,
+                       bool hadamard, uint32_t phase);
 /* Lightning-indexer selection (V4_SPEC §3.5) for n queries at positions pos0 + t, pos0 = pos[0] (U32,
  * read on the device). q: F32 [n][n_heads][head_dim] (rotated, quantised queries); w: F32 [n][n_heads]
  * the head weights, multiplied by w_scale (in F32) before use; keys: F32 [n_keys][head_dim].
