@@ -194,7 +194,7 @@ void main() {
         barrier();
         if (kt + 1u < ntiles) load_tile(kt + 1u);
         const uint k0 = ks * BKS;
-        for (uint k1 = 0u; k1 < BKS; k1 += KU) [[unroll]] for (uint k2 = 0u; k2 < KU; k2++) {
+        [[dont_unroll]] for (uint k1 = 0u; k1 < BKS; k1 += KU) [[unroll]] for (uint k2 = 0u; k2 < KU; k2++) {
             const uint kk = k1 + k2;
             vec4 a[QM], b[QN];
             [[unroll]] for (uint q = 0u; q < QM; q++) a[q] = sh[(k0 + kk) * BM4 + q * NTM + tm];

@@ -17,8 +17,8 @@
  *   4 MS_GEMM_SPEC_TM      rows per invocation: 4 or 8
  *   5 MS_GEMM_SPEC_TN      tokens per invocation: 4 or 8
  *   6 MS_GEMM_SPEC_X_VEC4  1: x_stride % 4 == 0 and x is 16-byte aligned, load x as vec4
- *   7 MS_GEMM_SPEC_KU      k steps unrolled in the inner loop (capped at BK / KS): all on GPUs;
- *                          few on CPU devices, where the compile time of a full unroll dominates
+ *   7 MS_GEMM_SPEC_KU      k steps unrolled in the inner loop (capped at BK / KS; the loop over
+ *                          groups of KU steps is not unrolled): ms_vk_gemm_tune.k_unroll
  * Shared memory: 4 * max(BK * (BM + BN), KS > 1 ? BM * BN : 0) bytes (MS_GEMM_SHARED_BYTES).
  */
 #ifndef MS_SHADERS_GEMM_H

@@ -22,25 +22,28 @@
 #include "tests/ops_util.h"
 
 /* As the GEMV (tests/test_ops.c TOL_NMSE_GEMV): weights decode exactly on both sides, so only the F32
- * summation order differs from the reference's double sums (error ~ K * eps^2; observed on lavapipe
- * up to ~1e-13 at K 16384). A wrong scale block, row, token or tile gives > 1e-3. */
+ * summation differs from the reference's double sums. Each output is one F32 sum along K (per K
+ * slice), so the error grows with K faster than the GEMV's lane partials: observed up to 5e-12 at
+ * K 16384 and 8e-12 at K 28672 on lavapipe, 1e-14..1.3e-12 on an H200 (K <= 1004). A wrong scale
+ * block, row, token or tile gives > 1e-3. */
 #define TOL_NMSE_GEMM 1e-9
 
-/* The tune candidates: all fit 32 KiB of shared memory and 1024 invocations. */
-#define T(bm, bn, bk, tm, tn, ks) {bm, bn, bk, (bm / tm) * (bn / tn) * ks, tm, tn}
+/* The tune candidates: all fit 32 KiB of shared memory and 1024 invocations. Tiles of 8 x 4 and more per
+ * invocation unroll 4 k steps at a time: fully unrolled, a 128 x 128 x 16 tile of 8 x 8 took ~55 s to
+ * become a pipeline on the H200's driver (580.159.04; 4 x 4 tiles took under 2 s). */
+#define T(bm, bn, bk, tm, tn, ks) {bm, bn, bk, (bm / tm) * (bn / tn) * ks, tm, tn, tm * tn > 16 ? 4 : 0}
 const ms_vk_gemm_tune ops_gemm_tunes[] = {
-    /* small tiles, many K slices: n = 64 on few rows (m x n alone is too few invocations) */
+    /* 4 x 4 per invocation, small tiles and K slices first: they compile fast everywhere */
     T(32, 32, 32, 4, 4, 1), T(32, 32, 32, 4, 4, 4), T(32, 32, 64, 4, 4, 8), T(32, 64, 64, 4, 4, 8),
-    T(64, 32, 64, 4, 4, 8), T(32, 64, 32, 8, 8, 8),
-    /* 64 x 64 */
-    T(64, 64, 16, 4, 4, 1), T(64, 64, 32, 4, 4, 1), T(64, 64, 32, 4, 4, 2), T(64, 64, 32, 4, 4, 4),
-    T(64, 64, 32, 8, 8, 4), T(64, 64, 64, 8, 8, 4), T(64, 64, 32, 8, 8, 8), T(64, 64, 64, 8, 8, 8),
-    T(64, 32, 32, 4, 4, 2),
-    /* 128-row or 128-token tiles */
-    T(128, 32, 32, 8, 4, 2), T(128, 64, 32, 8, 4, 1), T(64, 128, 32, 4, 8, 1), T(128, 64, 16, 8, 8, 1),
-    T(128, 64, 32, 8, 8, 1), T(128, 64, 32, 8, 8, 2), T(64, 128, 32, 8, 8, 2),
-    /* large tiles, 8 x 8 per invocation: n = 512 */
-    T(128, 128, 16, 8, 8, 1), T(128, 128, 32, 8, 8, 1), T(128, 128, 16, 8, 4, 1), T(256, 64, 16, 8, 8, 1),
+    T(64, 32, 64, 4, 4, 8), T(64, 64, 16, 4, 4, 1), T(64, 64, 32, 4, 4, 1), T(64, 64, 32, 4, 4, 2),
+    T(64, 64, 32, 4, 4, 4), T(64, 32, 32, 4, 4, 2), T(128, 64, 32, 4, 4, 1), T(128, 128, 16, 4, 4, 1),
+    T(128, 128, 32, 4, 4, 1),
+    /* 8 x 4, 4 x 8 */
+    T(128, 32, 32, 8, 4, 2), T(128, 64, 32, 8, 4, 1), T(64, 128, 32, 4, 8, 1), T(128, 128, 16, 8, 4, 1),
+    /* 8 x 8 */
+    T(32, 64, 32, 8, 8, 8), T(64, 64, 32, 8, 8, 4), T(64, 64, 64, 8, 8, 4), T(64, 64, 32, 8, 8, 8),
+    T(64, 64, 64, 8, 8, 8), T(128, 64, 16, 8, 8, 1), T(128, 64, 32, 8, 8, 1), T(128, 64, 32, 8, 8, 2),
+    T(64, 128, 32, 8, 8, 2), T(128, 128, 16, 8, 8, 1), T(128, 128, 32, 8, 8, 1), T(256, 64, 16, 8, 8, 1),
     T(256, 128, 16, 8, 8, 1), T(128, 256, 16, 8, 8, 1),
 };
 #undef T
@@ -130,8 +133,8 @@ static void describe(uint32_t i, char *buf, size_t len) {
 static uint32_t chunk_elems(ms_wenc enc) { return enc == F32 ? 4 : enc == BF16 ? 8 : enc == FP8 ? 16 : 32; }
 
 static void tune_str(const ms_vk_gemm_tune *t, char *buf, size_t len) {
-    snprintf(buf, len, "%ux%ux%u/%ux%u/%u", t->tile_rows, t->tile_tokens, t->tile_k, t->rows_per_inv,
-             t->tokens_per_inv, t->wg_size);
+    snprintf(buf, len, "%ux%ux%u/%ux%u/%u%s", t->tile_rows, t->tile_tokens, t->tile_k, t->rows_per_inv,
+             t->tokens_per_inv, t->wg_size, t->k_unroll ? (t->k_unroll == 4 ? " u4" : " u*") : "");
 }
 
 /* ---------------------------------------------------------------- refusals */
@@ -178,15 +181,17 @@ static int run_errors(ms_vk *vk, ms_vk_cmd *cmd, int verbose) {
         int rc;
         const char *what;
     } tunes[] = {
-        {{64, 64, 32, 0, 3, 4}, -MS_E_INVALID_ARG, "3 rows per invocation not refused"},
-        {{64, 64, 32, 0, 2, 4}, -MS_E_INVALID_ARG, "2 rows per invocation not refused"},
-        {{48, 64, 32, 0, 4, 4}, -MS_E_INVALID_ARG, "a 48-row tile not refused"},
-        {{64, 64, 8, 0, 4, 4}, -MS_E_INVALID_ARG, "tile_k 8 for FP8 (16 per chunk) not refused"},
-        {{64, 64, 32, 128, 4, 4}, -MS_E_INVALID_ARG, "128 invocations for a 256-invocation tile not refused"},
-        {{64, 64, 32, 384, 4, 4}, -MS_E_INVALID_ARG, "a non-power-of-two workgroup not refused"},
-        {{32, 32, 16, 64 * 32, 4, 4}, -MS_E_INVALID_ARG, "more K slices than tile_k not refused"},
-        {{256, 256, 64, 1024, 8, 8}, -MS_E_UNSUPPORTED, "128 KiB of shared memory not refused"},
-        {{256, 256, 16, 4096, 4, 4}, -MS_E_UNSUPPORTED, "4096 invocations not refused"},
+        {{64, 64, 32, 0, 3, 4, 0}, -MS_E_INVALID_ARG, "3 rows per invocation not refused"},
+        {{64, 64, 32, 0, 4, 4, 3}, -MS_E_INVALID_ARG, "k_unroll 3 not refused"},
+        {{64, 64, 32, 0, 4, 4, 64}, -MS_E_INVALID_ARG, "k_unroll 64 > tile_k 32 not refused"},
+        {{64, 64, 32, 0, 2, 4, 0}, -MS_E_INVALID_ARG, "2 rows per invocation not refused"},
+        {{48, 64, 32, 0, 4, 4, 0}, -MS_E_INVALID_ARG, "a 48-row tile not refused"},
+        {{64, 64, 8, 0, 4, 4, 0}, -MS_E_INVALID_ARG, "tile_k 8 for FP8 (16 per chunk) not refused"},
+        {{64, 64, 32, 128, 4, 4, 0}, -MS_E_INVALID_ARG, "128 invocations for a 256-invocation tile not refused"},
+        {{64, 64, 32, 384, 4, 4, 0}, -MS_E_INVALID_ARG, "a non-power-of-two workgroup not refused"},
+        {{32, 32, 16, 64 * 32, 4, 4, 0}, -MS_E_INVALID_ARG, "more K slices than tile_k not refused"},
+        {{256, 256, 64, 1024, 8, 8, 0}, -MS_E_UNSUPPORTED, "128 KiB of shared memory not refused"},
+        {{256, 256, 16, 4096, 4, 4, 0}, -MS_E_UNSUPPORTED, "4096 invocations not refused"},
     };
     for (size_t i = 0; i < sizeof tunes / sizeof tunes[0]; i++)
         EXPECT(ms_vk_rec_gemm(cmd, &w, x, 128, y, 64, 4, &tunes[i].t) == tunes[i].rc, tunes[i].what);

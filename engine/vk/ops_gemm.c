@@ -29,6 +29,7 @@ static void set_tune(ms_vk_gemm_tune *t, uint32_t bm, uint32_t bn, uint32_t bk, 
     t->rows_per_inv = tm;
     t->tokens_per_inv = tn;
     t->wg_size = (bm / tm) * (bn / tn) * ks;
+    t->k_unroll = 0;
 }
 
 void ms_vk_gemm_tune_default(const ms_vk *vk, ms_wenc enc, uint32_t m, uint32_t k, uint32_t n,
@@ -37,21 +38,26 @@ void ms_vk_gemm_tune_default(const ms_vk *vk, ms_wenc enc, uint32_t m, uint32_t 
     memset(out, 0, sizeof *out);
     if (!vk) return;
     (void)k;
+    (void)n; /* the measured defaults do not depend on n yet */
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     const uint32_t bk_min = (unsigned)enc < (unsigned)MS_WENC_COUNT ? k_chunk_elems[enc] : 32;
     const uint32_t bk = bk_min > 32 ? bk_min : 32;
     if (caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU) {
         /* lavapipe: a workgroup is a SIMD loop on one thread; 64 invocations with 4 x 4 outputs each
-         * keep the loop body small and give the cores several groups each. */
+         * keep the loop body small and give the cores several groups each. 2 k steps unrolled: a
+         * whole tile took LLVM 0.5-3 s per pipeline, which dominated the tests. */
         set_tune(out, 32, 32, bk, 4, 4, 1);
+        out->k_unroll = 2;
         return;
     }
     if (caps->vendor_id == VENDOR_NVIDIA) {
-        /* H200 (docs/bench-ledger.md): a placeholder until measured. */
-        if (n > 64)
-            set_tune(out, 128, 128, bk_min > 16 ? bk_min : 16, 8, 8, 1);
-        else
-            set_tune(out, 64, 64, bk, 4, 4, m <= 2048 ? 2 : 1);
+        /* H200 (docs/bench-ledger.md, 2026-12-02): 64 x 64 tiles of 4 x 4 per invocation ran FP8
+         * 7168x16384 and 4096x8192 at n = 64 at 25 TFLOP/s (1.3x the GEMV at n = 8), 1024x4096 with
+         * 2 K slices at 21. 8 x 8 per invocation (128 x 128 tiles) took ~55 s to create a pipeline
+         * on that driver, so no default uses it until a k_unroll that compiles fast is measured.
+         * Few rows: K slices, so that the tiles still give every SM invocations. n > 64 has not been
+         * measured (more tiles, the same per-invocation work). */
+        set_tune(out, 64, 64, bk, 4, 4, m <= 2048 ? 2 : 1);
         return;
     }
     set_tune(out, 64, 64, bk, 4, 4, 1);
@@ -73,11 +79,14 @@ static int tune_resolve(const ms_vk *vk, ms_wenc enc, uint32_t m, uint32_t k, ui
     if (!t->tokens_per_inv) t->tokens_per_inv = d.tokens_per_inv;
     const uint32_t bm = t->tile_rows, bn = t->tile_tokens, bk = t->tile_k, tm = t->rows_per_inv,
                    tn = t->tokens_per_inv;
+    if (!t->k_unroll) t->k_unroll = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 2 : t->tile_k;
     if ((tm != 4 && tm != 8) || (tn != 4 && tn != 8) || !is_pow2(bm) || !is_pow2(bn) || !is_pow2(bk) ||
-        bm < tm || bn < tn || bm > 1024 || bn > 1024 || bk < k_chunk_elems[enc] || bk > 1024) {
-        MS_LOGE("rec_gemm: %s: bad tune: tile %u rows x %u tokens x %u k, %u x %u per invocation (powers of "
-                "two; 4 or 8 per invocation, tiles of at least that and at most 1024; tile_k >= %u)",
-                en, bm, bn, bk, tm, tn, k_chunk_elems[enc]);
+        bm < tm || bn < tn || bm > 1024 || bn > 1024 || bk < k_chunk_elems[enc] || bk > 1024 ||
+        !is_pow2(t->k_unroll) || t->k_unroll > bk) {
+        MS_LOGE("rec_gemm: %s: bad tune: tile %u rows x %u tokens x %u k, %u x %u per invocation, k_unroll %u "
+                "(powers of two; 4 or 8 per invocation, tiles of at least that and at most 1024; tile_k >= %u; "
+                "k_unroll <= tile_k)",
+                en, bm, bn, bk, tm, tn, t->k_unroll, k_chunk_elems[enc]);
         return -MS_E_INVALID_ARG;
     }
     const uint32_t plane = (bm / tm) * (bn / tn);
@@ -167,7 +176,7 @@ int ms_vk_rec_gemm(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t 
     spec[MS_GEMM_SPEC_TM] = t.rows_per_inv;
     spec[MS_GEMM_SPEC_TN] = t.tokens_per_inv;
     spec[MS_GEMM_SPEC_X_VEC4] = (x_stride % 4 == 0 && x.offset % 16 == 0) ? 1u : 0u;
-    spec[MS_GEMM_SPEC_KU] = caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 2u : t.tile_k;
+    spec[MS_GEMM_SPEC_KU] = t.k_unroll;
     ms_vk_pipeline *pipe;
     rc = ms_vk_pipeline_get(vk, k_gemm_variant[w->enc], spec, MS_GEMM_N_SPEC, 0, &pipe);
     if (rc) {

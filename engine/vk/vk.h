@@ -464,6 +464,7 @@ typedef struct ms_vk_gemm_tune {
     uint32_t wg_size;        /* invocations: (BM / TM) * (BN / TN) * KS, KS (<= BK) K slices summed at the end */
     uint32_t rows_per_inv;   /* TM: 4 or 8 */
     uint32_t tokens_per_inv; /* TN: 4 or 8 */
+    uint32_t k_unroll;       /* k steps of the inner loop unrolled (capped at BK / KS); default all on GPUs, 2 on CPUs */
 } ms_vk_gemm_tune;
 
 /* The tunables ms_vk_rec_gemm uses for this encoding and shape with a NULL (or all-zero) tune. */
