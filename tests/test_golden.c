@@ -69,6 +69,14 @@ static ms_engine *open_engine(const char *dir, ms_backend backend, bool no_kv, b
     o.no_fq_kv = no_kv;
     o.no_fq_index = no_index;
     int rc = ms_env_vk_opts(&o.vk, err, sizeof err);
+    static bool said;
+    if (!rc && backend == MS_BACKEND_VULKAN && !said &&
+        (o.vk.disable_push_descriptor || o.vk.disable_timeline_semaphore || o.vk.disable_tiled_gemv)) {
+        printf("fallbacks forced:%s%s%s\n", o.vk.disable_push_descriptor ? " no push descriptors" : "",
+               o.vk.disable_timeline_semaphore ? " no timeline semaphores" : "",
+               o.vk.disable_tiled_gemv ? " no tiled GEMV" : "");
+        said = true;
+    }
     ms_engine *e = NULL;
     if (!rc) rc = ms_engine_open(dir, &o, &e, err, sizeof err);
     CHECK(rc == 0, "open %s (%s): %s", dir, ms_backend_name(backend), err);
