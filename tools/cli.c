@@ -1,5 +1,6 @@
 /* tools/cli.c — shared argument helpers (cli.h). */
 #include "tools/cli.h"
+#include "tools/env.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -140,4 +141,14 @@ int ms_cli_load_tokens(const char *list, const char *file, uint32_t **out, uint3
     if (strlen(text) != len) snprintf(msg, msg_len, "%s: contains a NUL byte", file);
     ms_free(text);
     return ok ? 0 : -1;
+}
+
+int ms_cli_model_input(const char *cmd, struct ms_vk_opts *vk, const char *list, const char *file,
+                       uint32_t **out, uint32_t *n) {
+    char msg[512];
+    if (ms_env_vk_opts(vk, msg, sizeof msg) != 0 || ms_cli_load_tokens(list, file, out, n, msg, sizeof msg) != 0) {
+        fprintf(stderr, "moestream %s: %s\n", cmd, msg);
+        return 2;
+    }
+    return 0;
 }

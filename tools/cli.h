@@ -24,4 +24,11 @@ bool ms_cli_parse_u32(const char *s, uint32_t *out);
 int ms_cli_load_tokens(const char *list, const char *file, uint32_t **out, uint32_t *n, char *msg,
                        size_t msg_len);
 
+struct ms_vk_opts;
+/* What a command that runs a model over a token list does after its options: the environment's
+ * Vulkan options into *vk (tools/env.h), then the tokens as ms_cli_load_tokens. On an error,
+ * "moestream CMD: message" on stderr and 2 (bad usage); else 0. */
+int ms_cli_model_input(const char *cmd, struct ms_vk_opts *vk, const char *list, const char *file,
+                       uint32_t **out, uint32_t *n);
+
 #endif

@@ -143,16 +143,8 @@ int ms_cmd_logits(int argc, char **argv) {
     if (!tok_arg && !tok_file) return bad_usage("%s", "--tokens or --tokens-file is required");
     if (tok_arg && tok_file) return bad_usage("%s", "give --tokens or --tokens-file, not both");
 
-    char msg[512];
-    if (ms_env_vk_opts(&eo.vk, msg, sizeof msg) != 0) {
-        fprintf(stderr, "moestream logits: %s\n", msg);
-        return 2;
-    }
     uint32_t *tokens = NULL, n = 0;
-    if (ms_cli_load_tokens(tok_arg, tok_file, &tokens, &n, msg, sizeof msg) != 0) {
-        fprintf(stderr, "moestream logits: %s\n", msg);
-        return 2;
-    }
+    if (ms_cli_model_input("logits", &eo.vk, tok_arg, tok_file, &tokens, &n) != 0) return 2;
 
     int status = 1, rc;
     char err[4096];

@@ -36,3 +36,6 @@ int ms_vk_op_dispatch(ms_vk_cmd *c, const char *variant, const uint32_t *spec, u
     return rc ? rc : ms_vk_cmd_dispatch(c, pipe, b, n_b, push, push_size, gx, gy, 1);
 }
 
+bool ms_vk_op_overlap(ms_vk_range a, ms_vk_range b) {
+    return a.buffer == b.buffer && a.offset < b.offset + b.size && b.offset < a.offset + a.size;
+}

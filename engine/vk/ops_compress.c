@@ -8,10 +8,6 @@
 #include "common/status.h"
 #include "shaders/compress.h"
 
-static bool overlap(ms_vk_range x, ms_vk_range y) {
-    return x.buffer == y.buffer && x.offset < y.offset + y.size && y.offset < x.offset + x.size;
-}
-
 static uint64_t max_u64(uint64_t x, uint64_t y) { return x > y ? x : y; }
 
 int ms_vk_rec_compress_phase(ms_vk_cmd *c, ms_vk_range a, ms_vk_range g, uint32_t in_stride, ms_vk_range ape,
@@ -47,8 +43,8 @@ int ms_vk_rec_compress_phase(ms_vk_cmd *c, ms_vk_range a, ms_vk_range g, uint32_
     const ms_vk_range outs[3] = {kv, score, rows}, ins[6] = {a, g, ape, norm, cs, pos};
     for (int i = 0; i < 3; i++) {
         bool bad = false;
-        for (int k = i + 1; k < 3; k++) bad |= overlap(outs[i], outs[k]);
-        for (int k = 0; k < 6; k++) bad |= overlap(outs[i], ins[k]);
+        for (int k = i + 1; k < 3; k++) bad |= ms_vk_op_overlap(outs[i], outs[k]);
+        for (int k = 0; k < 6; k++) bad |= ms_vk_op_overlap(outs[i], ins[k]);
         if (bad) {
             MS_LOGE("rec_compress: the %s range overlaps another binding", i == 0 ? "kv" : i == 1 ? "score" : "rows");
             return -MS_E_INVALID_ARG;

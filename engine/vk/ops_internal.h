@@ -23,6 +23,9 @@ bool ms_vk_op_range_ok(ms_vk_range r, uint64_t need);
 /* The workgroup of the row and element ops: small on CPU devices, where a group is a loop. */
 uint32_t ms_vk_op_wg(const ms_vk_caps *caps);
 
+/* Whether two ranges share a byte (same buffer, intersecting spans). */
+bool ms_vk_op_overlap(ms_vk_range a, ms_vk_range b);
+
 /* The variant's pipeline and one dispatch of n_groups workgroups on a 2-D grid within the device
  * limits; the grid's width is stored at *groups_x (a field of push) first when given. */
 int ms_vk_op_dispatch(ms_vk_cmd *c, const char *variant, const uint32_t *spec, uint32_t n_spec,

@@ -139,10 +139,6 @@ static void moe_tune_default(const ms_vk_caps *caps, bool down, uint32_t n, moe_
     if (t->wg < t->sg) t->wg = t->sg;
 }
 
-static bool overlap(ms_vk_range a, ms_vk_range b) {
-    return a.buffer == b.buffer && a.offset < b.offset + b.size && b.offset < a.offset + a.size;
-}
-
 /* Checks shared by both stages; fills the push fields that describe the pool and the layout. */
 static int moe_check_pool(const char *op, const ms_vk_caps *caps, const ms_vk_expert_layout *L, ms_vk_range pool,
                           ms_vk_range slots, uint32_t n_experts, ms_vk_range idx, uint32_t n, uint32_t k,
@@ -248,7 +244,7 @@ int ms_vk_rec_moe_up(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range poo
     const uint64_t n_act = (uint64_t)n * k * L->inter;
     if (n_act > 0xFFFFFFFFull || (uint64_t)n * L->dim > 0xFFFFFFFFull || !(limit >= 0) ||
         !ms_vk_op_range_ok(rw, 4ull * n * k) || !ms_vk_op_range_ok(x, 4ull * n * L->dim) ||
-        !ms_vk_op_range_ok(act, 4 * n_act) || overlap(act, x) || overlap(act, pool)) {
+        !ms_vk_op_range_ok(act, 4 * n_act) || ms_vk_op_overlap(act, x) || ms_vk_op_overlap(act, pool)) {
         MS_LOGE("rec_moe_up: %s dim %u, inter %u, %u tokens, top %u, limit %g: rw needs %llu, x %llu, act %llu "
                 "bytes (ranges %llu, %llu, %llu; act overlapping no input), limit >= 0",
                 ms_wenc_name(L->enc), L->dim, L->inter, n, k, (double)limit, 4ull * n * k, 4ull * n * L->dim,
@@ -280,8 +276,8 @@ int ms_vk_rec_moe_down(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range p
     const uint64_t n_act = (uint64_t)n * k * L->inter, n_y = (uint64_t)n * L->dim;
     const bool same = base.buffer == y.buffer && base.offset == y.offset;
     if (n_act > 0xFFFFFFFFull || n_y > 0xFFFFFFFFull || !ms_vk_op_range_ok(act, 4 * n_act) ||
-        !ms_vk_op_range_ok(base, 4 * n_y) || !ms_vk_op_range_ok(y, 4 * n_y) || (!same && overlap(base, y)) ||
-        overlap(y, act) || overlap(y, pool)) {
+        !ms_vk_op_range_ok(base, 4 * n_y) || !ms_vk_op_range_ok(y, 4 * n_y) || (!same && ms_vk_op_overlap(base, y)) ||
+        ms_vk_op_overlap(y, act) || ms_vk_op_overlap(y, pool)) {
         MS_LOGE("rec_moe_down: %s dim %u, inter %u, %u tokens, top %u: act needs %llu, base and y %llu bytes "
                 "(ranges %llu, %llu, %llu); y must be base's range or apart from it, and overlap no input",
                 ms_wenc_name(L->enc), L->dim, L->inter, n, k, (unsigned long long)(4 * n_act),

@@ -89,10 +89,6 @@ static void stage_tune_default(const ms_vk_caps *caps, bool down, stage_tune *t)
 
 /* ---------------------------------------------------------------- recorder */
 
-static bool overlap(ms_vk_range a, ms_vk_range b) {
-    return a.buffer == b.buffer && a.offset < b.offset + b.size && b.offset < a.offset + a.size;
-}
-
 static ms_vk_range sub(ms_vk_range r, uint64_t off, uint64_t bytes) {
     ms_vk_range s = {r.buffer, r.offset + off, bytes};
     return s;
@@ -221,8 +217,8 @@ int ms_vk_rec_moe_grouped_tuned(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_v
     const ms_vk_range base_r = sub(base, 0, 4 * n_y), y_r = sub(y, 0, 4 * n_y);
     const bool same = base.buffer == y.buffer && base.offset == y.offset;
     const ms_vk_range in[6] = {pool, slots_r, idx_r, rw_r, x_r, base_r};
-    bool clash = scratch.offset % align || (!same && overlap(base_r, y_r)) || overlap(scr, y_r);
-    for (int i = 0; i < 6; i++) clash |= overlap(scr, in[i]) || (i < 5 && overlap(y_r, in[i]));
+    bool clash = scratch.offset % align || (!same && ms_vk_op_overlap(base_r, y_r)) || ms_vk_op_overlap(scr, y_r);
+    for (int i = 0; i < 6; i++) clash |= ms_vk_op_overlap(scr, in[i]) || (i < 5 && ms_vk_op_overlap(y_r, in[i]));
     if (clash) {
         MS_LOGE("rec_moe_grouped: scratch must start at a multiple of %llu bytes (offset %llu) and overlap no other "
                 "range; y must be base's range or apart from it, and overlap no other input",
