@@ -193,22 +193,26 @@ static int moe_check_pool(const char *op, const ms_vk_caps *caps, const ms_vk_ex
 /* Pipeline (subgroup size pinned where the device varies it) and one dispatch over
  * pc->blocks * per workgroups. in_offset: the byte offset of the input range (vec4 loads). */
 static int moe_dispatch(ms_vk_cmd *c, const char *op, ms_wenc enc, bool down, const ms_vk_range *b,
-                        ms_moe_push *pc, uint32_t rows_total, uint64_t per, uint64_t in_offset) {
+                        ms_moe_push *pc, uint32_t rows_total, uint64_t per, uint64_t in_offset,
+                        const ms_vk_moe_tune *tune) {
     static const char *const k_variant[2][2] = {{"moe_up_fp8", "moe_up_fp4"}, {"moe_down_fp8", "moe_down_fp4"}};
     const char *variant = k_variant[down][enc == MS_WENC_FP4];
     ms_vk *vk = ms_vk_cmd_vk(c);
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     moe_tune t;
     moe_tune_default(caps, down, pc->n, &t);
+    if (tune && tune->wg_size) t.wg = tune->wg_size;
+    if (tune && tune->rows_per_sg) t.rows = tune->rows_per_sg;
+    if (tune && tune->unroll) t.unroll = tune->unroll;
     const uint32_t v4 = enc == MS_WENC_FP4 ? 8 : 4; /* vec4s of the input per 16-byte chunk */
     const uint64_t shm = (uint64_t)v4 * (t.sg * t.unroll + 1) * 16;
     if (!is_pow2(t.sg) || !is_pow2(t.wg) || t.wg % t.sg || t.wg > caps->max_workgroup_invocations ||
         !is_pow2(t.rows) || t.rows > 64 || t.unroll < 1 || t.unroll > 8 || shm > caps->max_shared_memory) {
-        MS_LOGE("%s: no workgroup shape for this device (wg %u, subgroup %u, rows %u, %llu bytes of shared "
-                "memory; the device allows %u invocations and %u bytes)",
-                op, t.wg, t.sg, t.rows, (unsigned long long)shm, caps->max_workgroup_invocations,
+        MS_LOGE("%s: no workgroup shape for this device (wg %u, subgroup %u, rows %u, unroll %u, %llu bytes "
+                "of shared memory; the device allows %u invocations and %u bytes)",
+                op, t.wg, t.sg, t.rows, t.unroll, (unsigned long long)shm, caps->max_workgroup_invocations,
                 caps->max_shared_memory);
-        return -MS_E_UNSUPPORTED;
+        return tune ? -MS_E_INVALID_ARG : -MS_E_UNSUPPORTED;
     }
     const uint32_t rb = t.rows * (t.wg / t.sg);
     pc->blocks = (rows_total + rb - 1) / rb;
@@ -239,6 +243,12 @@ static int moe_dispatch(ms_vk_cmd *c, const char *op, ms_wenc enc, bool down, co
 int ms_vk_rec_moe_up(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool, ms_vk_range slots,
                      uint32_t n_experts, ms_vk_range idx, ms_vk_range rw, ms_vk_range x, ms_vk_range act,
                      uint32_t n, uint32_t k, float limit) {
+    return ms_vk_rec_moe_up_tuned(c, L, pool, slots, n_experts, idx, rw, x, act, n, k, limit, NULL);
+}
+
+int ms_vk_rec_moe_up_tuned(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool, ms_vk_range slots,
+                           uint32_t n_experts, ms_vk_range idx, ms_vk_range rw, ms_vk_range x,
+                           ms_vk_range act, uint32_t n, uint32_t k, float limit, const ms_vk_moe_tune *tune) {
     if (!c) return -MS_E_INVALID_ARG;
     const ms_vk_caps *caps = ms_vk_get_caps(ms_vk_cmd_vk(c));
     ms_moe_push pc;
@@ -265,12 +275,19 @@ int ms_vk_rec_moe_up(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range poo
     b[MS_MOE_BIND_AUX] = rw;
     b[MS_MOE_BIND_OUT] = act;
     return moe_dispatch(c, "rec_moe_up", L->enc, false, b, &pc,
-                        L->inter, (uint64_t)n * k, x.offset);
+                        L->inter, (uint64_t)n * k, x.offset, tune);
 }
 
 int ms_vk_rec_moe_down(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool, ms_vk_range slots,
                        uint32_t n_experts, ms_vk_range idx, ms_vk_range act, ms_vk_range base,
                        ms_vk_range y, uint32_t n, uint32_t k) {
+    return ms_vk_rec_moe_down_tuned(c, L, pool, slots, n_experts, idx, act, base, y, n, k, NULL);
+}
+
+int ms_vk_rec_moe_down_tuned(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool,
+                             ms_vk_range slots, uint32_t n_experts, ms_vk_range idx, ms_vk_range act,
+                             ms_vk_range base, ms_vk_range y, uint32_t n, uint32_t k,
+                             const ms_vk_moe_tune *tune) {
     if (!c) return -MS_E_INVALID_ARG;
     const ms_vk_caps *caps = ms_vk_get_caps(ms_vk_cmd_vk(c));
     ms_moe_push pc;
@@ -297,5 +314,5 @@ int ms_vk_rec_moe_down(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range p
     b[MS_MOE_BIND_AUX] = base;
     b[MS_MOE_BIND_OUT] = y;
     return moe_dispatch(c, "rec_moe_down", L->enc, true, b,
-                        &pc, L->dim, n, act.offset);
+                        &pc, L->dim, n, act.offset, tune);
 }
