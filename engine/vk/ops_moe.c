@@ -119,15 +119,19 @@ typedef struct moe_tune {
  * missing): up 4 warps x 2 rows (w1 + w3: 4 rows in flight) 29-30 us, 1 row or unroll 2 within
  * noise, unroll 4 34-40 us (registers); down 2 rows a warp, 2 chunks a lane in flight 21.4-21.8 us,
  * 4 rows 28 us, 8 rows 33 us. Walking 2-3 experts at once in down (more loads in flight) did not
- * help (21-29 us) and was dropped. */
-static void moe_tune_default(const ms_vk_caps *caps, bool down, uint32_t n, moe_tune *t) {
+ * help (21-29 us) and was dropped. Down for decode with 8 warps a group instead of 4 (the same
+ * rows a warp; test_ops --perf, docs/bench-ledger.md 2026-12-02): V4-Pro one at a time 49.1 ->
+ * 44.1 us (48.9 -> 45.6 in another run), back to back +13%; V4-Flash 19.7 -> 20.1 us and 20.7 ->
+ * 20.3 (noise), back to back +11% (FP4; the FP8 shared expert keeps 4, not measured); up with 8
+ * warps: unchanged, so it keeps 4. */
+static void moe_tune_default(const ms_vk_caps *caps, ms_wenc enc, bool down, uint32_t n, moe_tune *t) {
     t->sg = caps->subgroup_size ? caps->subgroup_size : 1;
     t->unroll = 1;
     if (caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU) {
         t->wg = 64;
         t->rows = 2;
     } else if (caps->vendor_id == VENDOR_NVIDIA) {
-        t->wg = 128;
+        t->wg = enc == MS_WENC_FP4 && down && n <= 4 ? 256 : 128; /* FP8 (shared expert): not measured */
         /* prefill down prefers 4 rows a warp, one chunk a lane (Flash n 16: 182 vs 218 us; n 128:
          * 1344 vs 1664 us; the n > 4 switch point itself is not measured) */
         t->rows = down && n > 4 ? 4 : 2;
@@ -200,7 +204,7 @@ static int moe_dispatch(ms_vk_cmd *c, const char *op, ms_wenc enc, bool down, co
     ms_vk *vk = ms_vk_cmd_vk(c);
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     moe_tune t;
-    moe_tune_default(caps, down, pc->n, &t);
+    moe_tune_default(caps, enc, down, pc->n, &t);
     if (tune && tune->wg_size) t.wg = tune->wg_size;
     if (tune && tune->rows_per_sg) t.rows = tune->rows_per_sg;
     if (tune && tune->unroll) t.unroll = tune->unroll;
