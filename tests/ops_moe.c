@@ -6,7 +6,8 @@
  * table, records up, a barrier and down in one command buffer, and compares act (against the
  * reference from x) and y (against the reference from the GPU's act, so each stage is judged on its
  * own). Outputs sit between guard words. The tiny cases also check that the twin is what the
- * forward pass computes: ms_ref_gemv + ms_ref_swiglu on views into the records, bit for bit.
+ * forward pass computes: ms_ref_gemv + ms_ref_swiglu on views into the records, bit for bit, and
+ * that other workgroup shapes (ms_vk_moe_tune) give the GPU's outputs bit for bit.
  */
 #include <math.h>
 #include <stdio.h>
@@ -207,6 +208,59 @@ static uint64_t twin_mismatches(const ms_vk_expert_layout *L, const uint8_t *poo
 
 /* ---------------------------------------------------------------- one case */
 
+/* The device side of a case: pool, slot table and inputs uploaded, outputs between guards. */
+typedef struct stage_io {
+    const ms_vk_expert_layout *L;
+    ms_vk_range pool, slots, idx, rw, x, base;
+    guarded *act, *y;
+    const float *base_host; /* re-uploaded into y before each run when base aliases y */
+    uint32_t n_experts, n, k;
+    float limit;
+} stage_io;
+
+/* Back to GUARD_WORD everywhere, so that a run that skips an output is seen, not hidden by the
+ * previous run's values. */
+static int refill(ms_vk *vk, const guarded *g) {
+    const uint64_t total = g->guard_bytes * 2 + g->bytes;
+    uint32_t *pat = ms_malloc(total);
+    if (!pat) return -MS_E_NOMEM;
+    for (uint64_t i = 0; i < total / 4; i++) pat[i] = GUARD_WORD;
+    int rc = ms_vk_upload(vk, &g->buf, 0, pat, total);
+    ms_free(pat);
+    return rc;
+}
+
+/* Up, a barrier and down in one command buffer (tune NULL: the defaults) on outputs refilled with
+ * guard words (y with base where they alias); act and y read back. */
+static int run_stages(ms_vk *vk, ms_vk_cmd *cmd, const stage_io *io, const ms_vk_moe_tune *tune, float *act,
+                      float *y, uint64_t *damaged) {
+    int rc = refill(vk, io->act);
+    if (!rc) rc = refill(vk, io->y);
+    if (!rc && io->base_host) rc = ms_vk_upload(vk, &io->y->buf, io->y->guard_bytes, io->base_host, io->base.size);
+    if (!rc) rc = ms_vk_cmd_begin(cmd);
+    if (!rc)
+        rc = ms_vk_rec_moe_up_tuned(cmd, io->L, io->pool, io->slots, io->n_experts, io->idx, io->rw, io->x,
+                                    guarded_range(io->act), io->n, io->k, io->limit, tune);
+    if (!rc) ms_vk_cmd_barrier(cmd);
+    if (!rc)
+        rc = ms_vk_rec_moe_down_tuned(cmd, io->L, io->pool, io->slots, io->n_experts, io->idx,
+                                      guarded_range(io->act), io->base, guarded_range(io->y), io->n, io->k, tune);
+    if (!rc) rc = ms_vk_cmd_end(cmd);
+    if (!rc) rc = ms_vk_cmd_run(cmd);
+    uint64_t da = 0, dy = 0;
+    if (!rc) rc = guarded_read(vk, io->act, act, &da);
+    if (!rc) rc = guarded_read(vk, io->y, y, &dy);
+    *damaged = da + dy;
+    return rc;
+}
+
+/* Values of b unlike a's (NaN equals NaN). */
+static uint64_t n_differ(const float *a, const float *b, size_t n) {
+    uint64_t d = 0;
+    for (size_t i = 0; i < n; i++) d += !same_float(a[i], b[i]);
+    return d;
+}
+
 static int run_case(ms_vk *vk, ms_vk_cmd *cmd, uint32_t ci, uint64_t seed, int verbose) {
     const moe_case *t = &k_cases[ci];
     if (t->special & SP_ERRORS) {
@@ -323,8 +377,6 @@ static int run_case(ms_vk *vk, ms_vk_cmd *cmd, uint32_t ci, uint64_t seed, int v
     for (size_t i = 0; i < n_y; i++) x[i] = rng_uniform() * xs, base[i] = rng_uniform() * bs;
     if (t->special & SP_NAN_X) x[5] = NAN;
 
-    ms_ref_moe_up(&RL, pool, pool_bytes, slots, E, idx, rw, x, act_ref, n, k, limit);
-
     /* GPU: up, barrier, down in one command buffer. */
     rc = upload_new(vk, pool, pool_bytes, &pb);
     if (!rc) rc = upload_new(vk, slots, E * 4, &sb);
@@ -341,24 +393,28 @@ static int run_case(ms_vk *vk, ms_vk_cmd *cmd, uint32_t ci, uint64_t seed, int v
         rc = upload_new(vk, base, n_y * 4, &bb);
         base_r = ms_vk_buf_range(&bb, 0, n_y * 4);
     }
-    const ms_vk_range pool_r = ms_vk_buf_range(&pb, 0, pool_bytes), slots_r = ms_vk_buf_range(&sb, 0, E * 4),
-                      idx_r = ms_vk_buf_range(&ib, 0, (size_t)n * k * 4);
-    if (!rc) rc = ms_vk_cmd_begin(cmd);
-    if (!rc)
-        rc = ms_vk_rec_moe_up(cmd, &L, pool_r, slots_r, E, idx_r, ms_vk_buf_range(&rb, 0, (size_t)n * k * 4),
-                              ms_vk_buf_range(&xb, 0, n_y * 4), guarded_range(&ag), n, k, (float)limit);
-    if (!rc) ms_vk_cmd_barrier(cmd);
-    if (!rc)
-        rc = ms_vk_rec_moe_down(cmd, &L, pool_r, slots_r, E, idx_r, guarded_range(&ag), base_r,
-                                guarded_range(&yg), n, k);
-    if (!rc) rc = ms_vk_cmd_end(cmd);
+    const stage_io io = {&L, ms_vk_buf_range(&pb, 0, pool_bytes), ms_vk_buf_range(&sb, 0, E * 4),
+                         ms_vk_buf_range(&ib, 0, (size_t)n * k * 4), ms_vk_buf_range(&rb, 0, (size_t)n * k * 4),
+                         ms_vk_buf_range(&xb, 0, n_y * 4), base_r, &ag, &yg,
+                         t->special & SP_ALIAS ? base : NULL, E, n, k, (float)limit};
     const uint64_t t_gpu = ms_time_ns();
-    if (!rc) rc = ms_vk_cmd_run(cmd);
+    uint64_t dmg = 0;
+    if (!rc) rc = run_stages(vk, cmd, &io, NULL, act_gpu, y_gpu, &dmg);
     const double gpu_ms = ms_elapsed_ms(t_gpu);
-    uint64_t dmg_a = 0, dmg_y = 0;
-    if (!rc) rc = guarded_read(vk, &ag, act_gpu, &dmg_a);
-    if (!rc) rc = guarded_read(vk, &yg, y_gpu, &dmg_y);
     if (rc) goto out;
+    /* Other workgroup shapes (8 warps where 4 run by default on NVIDIA, 32 subgroups of 8 on
+     * lavapipe; rows past the end clamped) give the default run's act and y bit for bit: each
+     * subgroup sums its own rows in the same order whatever the group. Small cases only. */
+    static const ms_vk_moe_tune k_shapes[] = {{256, 0, 0}, {128, 4, 1}};
+    const size_t n_shapes = dim < 1024 ? sizeof k_shapes / sizeof k_shapes[0] : 0;
+    uint64_t shape_differ = 0;
+    for (size_t si = 0; si < n_shapes && !rc; si++) {
+        uint64_t d2 = 0;
+        rc = run_stages(vk, cmd, &io, &k_shapes[si], act_ref, y_ref, &d2); /* act_ref, y_ref as scratch */
+        if (!rc) shape_differ += n_differ(act_gpu, act_ref, n_act) + n_differ(y_gpu, y_ref, n_y) + d2;
+    }
+    if (rc) goto out;
+    ms_ref_moe_up(&RL, pool, pool_bytes, slots, E, idx, rw, x, act_ref, n, k, limit);
 
     ms_ref_moe_down(&RL, pool, pool_bytes, slots, E, idx, act_gpu, base, y_ref, n, k);
     if (t->special & SP_TWIN)
@@ -372,16 +428,16 @@ static int run_case(ms_vk *vk, ms_vk_cmd *cmd, uint32_t ci, uint64_t seed, int v
     bool claims = true;
     if (t->special & (SP_NAN_X | SP_NAN_W)) claims = ca.n_nan > 0 && cy.n_nan > 0 && cy.n_nan < n_y;
     const int ok = ca.nmse <= TOL_NMSE_MOE && cy.nmse <= TOL_NMSE_MOE && !ca.n_nonfinite_mismatch &&
-                   !cy.n_nonfinite_mismatch && !dmg_a && !dmg_y && !twin_bad && claims;
+                   !cy.n_nonfinite_mismatch && !dmg && !twin_bad && claims && !shape_differ;
     if (!ok || verbose)
         printf("  moe       %s dim=%-4u inter=%-4u rec=%u n=%u k=%u  act nmse=%.2e y nmse=%.2e (tol %.0e) "
-               "nan=%llu/%llu mismatch=%llu/%llu guards=%llu%s gpu %.0f ms, all %.0f ms  %s  # %s\n",
+               "nan=%llu/%llu mismatch=%llu/%llu guards=%llu%s%s gpu %.0f ms, all %.0f ms  %s  # %s\n",
                ms_wenc_name(t->enc), dim, I, nrec, n, k, ca.nmse, cy.nmse, TOL_NMSE_MOE,
                (unsigned long long)ca.n_nan, (unsigned long long)cy.n_nan,
                (unsigned long long)ca.n_nonfinite_mismatch, (unsigned long long)cy.n_nonfinite_mismatch,
-               (unsigned long long)(dmg_a + dmg_y), t->special & SP_TWIN ? (twin_bad ? " twin DIFFERS" : " twin=gemv")
-                                                                          : "",
-               gpu_ms, ms_elapsed_ms(t0), ok ? "ok" : "FAIL", t->note);
+               (unsigned long long)dmg, t->special & SP_TWIN ? (twin_bad ? " twin DIFFERS" : " twin=gemv") : "",
+               !n_shapes ? "" : shape_differ ? " shapes DIFFER" : " shapes=", gpu_ms, ms_elapsed_ms(t0),
+               ok ? "ok" : "FAIL", t->note);
     if (!ok) printf("    repeat with: test_ops -o moe -s %llu\n", (unsigned long long)seed);
     rc = ok ? 0 : 1;
 out:

@@ -4,7 +4,9 @@
  * output, and a normalised mean squared error under a named per-op tolerance.
  *
  * usage: test_ops [-o OP] [-s SEED] [-q (print failures only)] [--list] [--exhaustive] [--perf [--peak GBPS]
- *                  [--perf-bytes BYTES] [--wg N --rows N --unroll N --sg N] [--sweep] [--gemm-shape ENC:MxK]]
+ *                  [--perf-bytes BYTES] [--wg N --rows N --unroll N --sg N] [--sweep FILE] [--gemm-sweep]
+ *                  [--gemm-shape ENC:MxK]]
+ * --perf also measures the moe stages and runs --sweep files (tests/ops_perf.c).
  * Exit: 0 pass, 1 fail, 77 no Vulkan device, 2 bad usage.
  */
 #include <math.h>
@@ -20,6 +22,7 @@
 #include "engine/vk/vk.h"
 #include "tools/env.h"
 #include "tests/ops_util.h"
+#include "tests/ops_perf.h"
 
 /* Tolerances: NMSE of the GPU result against the reference (which decodes exactly and sums in
  * double). Weights decode exactly on both sides, so only F32 summation order differs; the error
@@ -848,16 +851,6 @@ static int run_error_cases(ms_vk *vk, ms_vk_cmd *cmd) {
 
 /* ------------------------------------------------------------------ performance */
 
-typedef struct perf_opts {
-    double peak_gbs;      /* 0: use the measured copy bandwidth */
-    uint64_t total_bytes; /* distinct weight bytes per sustained run */
-    ms_vk_gemv_tune tune;
-    int reps;
-    int sweep; /* gemm: also time every tune of ops_gemm_tunes */
-    ms_wenc gemm_enc; /* --gemm-shape ENC:MxK (gemm_m 0: the built-in shapes) */
-    uint32_t gemm_m, gemm_k;
-} perf_opts;
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -872,7 +865,7 @@ static double median(double *v, int n) {
  * It is first replayed for >= 300 ms: GPU clock governors drop the SM clock during the idle gaps
  * of a benchmark (uploads run on the CPU) — seen on an H200 at 660-810 MHz instead of 1980, which
  * made n > 1 GEMVs and the dispatch chain 2.5-3x slower after the large shapes than alone. */
-static int time_cmd(ms_vk_cmd *cmd, int reps, double *med_ns) {
+int time_cmd(ms_vk_cmd *cmd, int reps, double *med_ns) {
     double t[64];
     if (reps > 64) reps = 64;
     uint64_t w0 = ms_time_ns();
@@ -891,8 +884,8 @@ static int time_cmd(ms_vk_cmd *cmd, int reps, double *med_ns) {
     return 0;
 }
 
-static int perf_gemv(ms_vk *vk, ms_vk_cmd *cmd, ms_wenc enc, uint32_t m, uint32_t k, uint32_t n,
-                     const perf_opts *po, double peak) {
+int perf_gemv(ms_vk *vk, ms_vk_cmd *cmd, ms_wenc enc, uint32_t m, uint32_t k, uint32_t n, const perf_opts *po,
+              double peak, const ms_vk_gemv_tune *tunes, uint32_t n_tunes) {
     void *wd = NULL;
     uint8_t *ws = NULL;
     int rc = make_weight(enc, m, k, &wd, &ws);
@@ -909,44 +902,52 @@ static int perf_gemv(ms_vk *vk, ms_vk_cmd *cmd, ms_wenc enc, uint32_t m, uint32_
     for (size_t i = 0; x && i < (size_t)k * n; i++) x[i] = rng_uniform();
     if (!rc) rc = x ? upload_new(vk, x, (uint64_t)k * n * 4, &xb) : -MS_E_NOMEM;
     if (!rc) rc = ms_vk_buf_alloc(vk, MS_VK_MEM_DEVICE, ybytes, &yb);
-    const ms_vk_gemv_tune *tune = po->tune.wg_size ? &po->tune : NULL;
     ms_vk_range xr = ms_vk_buf_range(&xb, 0, (uint64_t)k * n * 4);
-    uint32_t i0, i1;
-    double sustained_ns = 0, latency_ns = 0;
-    /* (a) sustained: one GEMV per distinct copy, back to back in one command buffer. */
-    if (!rc) rc = ms_vk_cmd_begin(cmd);
-    if (!rc) rc = ms_vk_cmd_timestamp(cmd, &i0);
-    for (uint32_t i = 0; !rc && i < copies; i++)
-        rc = ms_vk_rec_gemv(cmd, &w[i], xr, k, ms_vk_buf_range(&yb, (uint64_t)i * m * n * 4, (uint64_t)m * n * 4),
-                            m, n, tune);
-    if (!rc) rc = ms_vk_cmd_timestamp(cmd, &i1);
-    if (!rc) rc = ms_vk_cmd_end(cmd);
-    if (!rc) rc = ms_vk_cmd_run(cmd); /* warm-up: clocks, pipeline creation */
-    if (!rc) rc = time_cmd(cmd, po->reps, &sustained_ns);
-    /* (b) latency of one GEMV on one matrix (its bytes may partly sit in L2 after a repeat). */
-    if (!rc) rc = ms_vk_cmd_begin(cmd);
-    if (!rc) rc = ms_vk_cmd_timestamp(cmd, &i0);
-    if (!rc) rc = ms_vk_rec_gemv(cmd, &w[0], xr, k, ms_vk_buf_range(&yb, 0, (uint64_t)m * n * 4), m, n, tune);
-    if (!rc) rc = ms_vk_cmd_timestamp(cmd, &i1);
-    if (!rc) rc = ms_vk_cmd_end(cmd);
-    if (!rc) rc = ms_vk_cmd_run(cmd);
-    if (!rc) rc = time_cmd(cmd, po->reps, &latency_ns);
-    if (!rc) {
-        double moved = (double)(wbytes + (uint64_t)k * n * 4 + (uint64_t)m * n * 4) * copies;
-        double gbs = moved / sustained_ns;
-        ms_vk_gemv_tune used;
-        if (tune)
-            used = *tune;
-        else
-            ms_vk_gemv_tune_default(vk, enc, &used);
-        printf("perf %-9s %6ux%-6u n=%u  sustained %8.1f GB/s = %5.1f%% of %.0f GB/s  (%u distinct "
-               "matrices, %.2f GB, median of %d)  one GEMV %8.2f us (%.1f GB/s)  tune wg=%u rows=%u "
-               "unroll=%u sg=%u\n",
-               ms_wenc_name(enc), m, k, n, gbs, 100.0 * gbs / peak, peak, copies, moved * 1e-9,
-               po->reps, latency_ns * 1e-3, moved / copies / latency_ns, used.wg_size,
-               used.rows_per_wg, used.unroll, used.subgroup_size);
-    } else {
-        printf("perf %-9s %6ux%-6u n=%u  error: %s\n", ms_wenc_name(enc), m, k, n, ms_strerror(rc));
+    /* Each tune on the same copies (a sweep uploads once); the latency for the first only. */
+    const ms_vk_gemv_tune *one = po->tune.wg_size ? &po->tune : NULL;
+    for (uint32_t ti = 0; ti < (n_tunes ? n_tunes : 1) && !rc; ti++) {
+        const ms_vk_gemv_tune *tune = n_tunes ? &tunes[ti] : one;
+        uint32_t i0, i1;
+        double sustained_ns = 0, latency_ns = 0;
+        /* (a) sustained: one GEMV per distinct copy, back to back in one command buffer. */
+        rc = ms_vk_cmd_begin(cmd);
+        if (!rc) rc = ms_vk_cmd_timestamp(cmd, &i0);
+        for (uint32_t i = 0; !rc && i < copies; i++)
+            rc = ms_vk_rec_gemv(cmd, &w[i], xr, k,
+                                ms_vk_buf_range(&yb, (uint64_t)i * m * n * 4, (uint64_t)m * n * 4), m, n, tune);
+        if (!rc) rc = ms_vk_cmd_timestamp(cmd, &i1);
+        if (!rc) rc = ms_vk_cmd_end(cmd);
+        if (!rc) rc = ms_vk_cmd_run(cmd); /* warm-up: clocks, pipeline creation */
+        if (!rc) rc = time_cmd(cmd, po->reps, &sustained_ns);
+        /* (b) latency of one GEMV on one matrix (its bytes may partly sit in L2 after a repeat). */
+        if (!rc && ti == 0) {
+            rc = ms_vk_cmd_begin(cmd);
+            if (!rc) rc = ms_vk_cmd_timestamp(cmd, &i0);
+            if (!rc) rc = ms_vk_rec_gemv(cmd, &w[0], xr, k, ms_vk_buf_range(&yb, 0, (uint64_t)m * n * 4), m, n, tune);
+            if (!rc) rc = ms_vk_cmd_timestamp(cmd, &i1);
+            if (!rc) rc = ms_vk_cmd_end(cmd);
+            if (!rc) rc = ms_vk_cmd_run(cmd);
+            if (!rc) rc = time_cmd(cmd, po->reps, &latency_ns);
+        }
+        if (!rc) {
+            double moved = (double)(wbytes + (uint64_t)k * n * 4 + (uint64_t)m * n * 4) * copies;
+            double gbs = moved / sustained_ns;
+            ms_vk_gemv_tune used;
+            if (tune)
+                used = *tune;
+            else
+                ms_vk_gemv_tune_default(vk, enc, &used);
+            printf("perf %-9s %6ux%-6u n=%u  sustained %8.1f GB/s = %5.1f%% of %.0f GB/s  (%u distinct "
+                   "matrices, %.2f GB, median of %d)",
+                   ms_wenc_name(enc), m, k, n, gbs, 100.0 * gbs / peak, peak, copies, moved * 1e-9, po->reps);
+            if (ti == 0) printf("  one GEMV %8.2f us (%.1f GB/s)", latency_ns * 1e-3, moved / copies / latency_ns);
+            printf("  tune wg=%u rows=%u unroll=%u sg=%u\n", used.wg_size, used.rows_per_wg, used.unroll,
+                   used.subgroup_size);
+        } else {
+            printf("perf %-9s %6ux%-6u n=%u  error: %s\n", ms_wenc_name(enc), m, k, n, ms_strerror(rc));
+            if (n_tunes && rc == -MS_E_INVALID_ARG) rc = 0; /* a sweep goes on past a refused tune */
+        }
+        fflush(stdout);
     }
     for (uint32_t i = 0; w && i < copies; i++) ms_vk_weight_free(vk, &w[i]);
     ms_free(w);
@@ -1136,19 +1137,20 @@ static int run_perf(ms_vk *vk, ms_vk_cmd *cmd, const perf_opts *po, const char *
     double peak = po->peak_gbs > 0 ? po->peak_gbs : copy_gbs;
     printf("perf device: %s; device-local copy %.1f GB/s (read+write); percentages are of %.0f GB/s%s\n",
            caps->device_name, copy_gbs, peak, po->peak_gbs > 0 ? " (--peak)" : " (measured copy)");
+    if (po->sweep) return run_sweep(vk, cmd, po, peak);
     static const struct {
         ms_wenc enc;
         uint32_t m, k, n;
     } shapes[] = {
         {MS_WENC_FP4, 3072, 7168, 1}, {MS_WENC_FP4, 7168, 3072, 1}, {MS_WENC_FP8, 7168, 16384, 1},
         {MS_WENC_FP8, 1536, 7168, 1}, {MS_WENC_BF16, 7168, 4096, 1}, {MS_WENC_FP4, 3072, 7168, 4},
-        {MS_WENC_FP8, 7168, 16384, 8},
+        {MS_WENC_FP8, 7168, 16384, 8}, {MS_WENC_FP4, 2048, 4096, 1}, {MS_WENC_FP4, 4096, 2048, 1},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         char name[32];
         snprintf(name, sizeof name, "gemv_%s", ms_wenc_name(shapes[i].enc));
         if (only && strcmp(only, name) != 0) continue;
-        rc = perf_gemv(vk, cmd, shapes[i].enc, shapes[i].m, shapes[i].k, shapes[i].n, po, peak);
+        rc = perf_gemv(vk, cmd, shapes[i].enc, shapes[i].m, shapes[i].k, shapes[i].n, po, peak, NULL, 0);
         if (rc) return rc;
     }
     if (!only || strcmp(only, "dispatch") == 0) rc = perf_dispatch(vk, cmd, po->reps);
@@ -1160,11 +1162,12 @@ static int run_perf(ms_vk *vk, ms_vk_cmd *cmd, const perf_opts *po, const char *
         {MS_WENC_FP8, 7168, 16384}, {MS_WENC_FP8, 1536, 7168}, {MS_WENC_BF16, 4096, 4096}, {MS_WENC_FP4, 2048, 4096},
     };
     if (po->gemm_m) /* --gemm-shape: that one instead */
-        return !only || strcmp(only, "gemm") == 0 ? perf_gemm(vk, cmd, po->gemm_enc, po->gemm_m, po->gemm_k, po, po->sweep)
+        return !only || strcmp(only, "gemm") == 0 ? perf_gemm(vk, cmd, po->gemm_enc, po->gemm_m, po->gemm_k, po, po->gemm_sweep)
                                                    : rc;
     for (size_t i = 0; !rc && i < sizeof gemm_shapes / sizeof gemm_shapes[0]; i++)
         if (!only || strcmp(only, "gemm") == 0)
-            rc = perf_gemm(vk, cmd, gemm_shapes[i].enc, gemm_shapes[i].m, gemm_shapes[i].k, po, po->sweep);
+            rc = perf_gemm(vk, cmd, gemm_shapes[i].enc, gemm_shapes[i].m, gemm_shapes[i].k, po, po->gemm_sweep);
+    if (!rc && (!only || strcmp(only, "moe") == 0)) rc = perf_moe_defaults(vk, cmd, po, peak);
     return rc;
 }
 
@@ -1172,9 +1175,11 @@ static int run_perf(ms_vk *vk, ms_vk_cmd *cmd, const perf_opts *po, const char *
 
 static void usage(FILE *f) {
     fprintf(f, "usage: test_ops [-o OP] [-s SEED] [-q] [--list] [--exhaustive] [--perf [--peak GBPS] [--perf-bytes N]\n"
-               "                [--reps N] [--wg N --rows N --unroll N --sg N] [--sweep] [--gemm-shape ENC:MxK]]\n"
+               "                [--reps N] [--wg N --rows N --unroll N --sg N] [--sweep FILE] [--gemm-sweep]\n"
+               "                [--gemm-shape ENC:MxK]]\n"
                "  OP: gemv_f32 gemv_bf16 gemv_fp8 gemv_fp4 rmsnorm, a family (--list) (with --perf: gemv_*, dispatch,\n"
-               "      gemm; --sweep: every gemm tune candidate too)\n"
+               "      gemm, moe)\n"
+               "  FILE: one measurement a line (tests/ops_perf.c says how); --gemm-sweep: every gemm tune candidate\n"
                "  --exhaustive: families run every variant (gemm: every tune on every encoding)\n");
 }
 
@@ -1207,7 +1212,7 @@ int main(int argc, char **argv) {
     const char *only = NULL;
     uint64_t seed = 20261129, v;
     int list = 0, perf = 0, verbose = 1;
-    perf_opts po = {0, 2ull << 30, {0}, 7, 0, MS_WENC_F32, 0, 0};
+    perf_opts po = {0, 2ull << 30, {0}, 7, NULL, 0, MS_WENC_F32, 0, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1223,11 +1228,12 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--sg") == 0 && val && !parse_u64(val, &v)) po.tune.subgroup_size = (uint32_t)v;
         else if (strcmp(a, "--gemm-shape") == 0 && val && !parse_gemm_shape(val, &po)) {
         }
+        else if (strcmp(a, "--sweep") == 0 && val) po.sweep = val;
         else {
             takes = 0;
             if (strcmp(a, "--list") == 0) list = 1;
             else if (strcmp(a, "--perf") == 0) perf = 1;
-            else if (strcmp(a, "--sweep") == 0) po.sweep = 1;
+            else if (strcmp(a, "--gemm-sweep") == 0) po.gemm_sweep = 1;
             else if (strcmp(a, "--exhaustive") == 0) ops_exhaustive = 1;
             else if (strcmp(a, "-q") == 0) verbose = 0;
             else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {

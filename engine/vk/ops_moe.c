@@ -119,15 +119,19 @@ typedef struct moe_tune {
  * missing): up 4 warps x 2 rows (w1 + w3: 4 rows in flight) 29-30 us, 1 row or unroll 2 within
  * noise, unroll 4 34-40 us (registers); down 2 rows a warp, 2 chunks a lane in flight 21.4-21.8 us,
  * 4 rows 28 us, 8 rows 33 us. Walking 2-3 experts at once in down (more loads in flight) did not
- * help (21-29 us) and was dropped. */
-static void moe_tune_default(const ms_vk_caps *caps, bool down, uint32_t n, moe_tune *t) {
+ * help (21-29 us) and was dropped. Down for decode with 8 warps a group instead of 4 (the same
+ * rows a warp; test_ops --perf, docs/bench-ledger.md 2026-12-02): V4-Pro one at a time 49.1 ->
+ * 44.1 us (48.9 -> 45.6 in another run), back to back +13%; V4-Flash 19.7 -> 20.1 us and 20.7 ->
+ * 20.3 (noise), back to back +11% (FP4; the FP8 shared expert keeps 4, not measured); up with 8
+ * warps: unchanged, so it keeps 4. */
+static void moe_tune_default(const ms_vk_caps *caps, ms_wenc enc, bool down, uint32_t n, moe_tune *t) {
     t->sg = caps->subgroup_size ? caps->subgroup_size : 1;
     t->unroll = 1;
     if (caps->type == VK_PHYSICAL_DEVICE_TYPE_CPU) {
         t->wg = 64;
         t->rows = 2;
     } else if (caps->vendor_id == VENDOR_NVIDIA) {
-        t->wg = 128;
+        t->wg = enc == MS_WENC_FP4 && down && n <= 4 ? 256 : 128; /* FP8 (shared expert): not measured */
         /* prefill down prefers 4 rows a warp, one chunk a lane (Flash n 16: 182 vs 218 us; n 128:
          * 1344 vs 1664 us; the n > 4 switch point itself is not measured) */
         t->rows = down && n > 4 ? 4 : 2;
@@ -189,22 +193,26 @@ static int moe_check_pool(const char *op, const ms_vk_caps *caps, const ms_vk_ex
 /* Pipeline (subgroup size pinned where the device varies it) and one dispatch over
  * pc->blocks * per workgroups. in_offset: the byte offset of the input range (vec4 loads). */
 static int moe_dispatch(ms_vk_cmd *c, const char *op, ms_wenc enc, bool down, const ms_vk_range *b,
-                        ms_moe_push *pc, uint32_t rows_total, uint64_t per, uint64_t in_offset) {
+                        ms_moe_push *pc, uint32_t rows_total, uint64_t per, uint64_t in_offset,
+                        const ms_vk_moe_tune *tune) {
     static const char *const k_variant[2][2] = {{"moe_up_fp8", "moe_up_fp4"}, {"moe_down_fp8", "moe_down_fp4"}};
     const char *variant = k_variant[down][enc == MS_WENC_FP4];
     ms_vk *vk = ms_vk_cmd_vk(c);
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
     moe_tune t;
-    moe_tune_default(caps, down, pc->n, &t);
+    moe_tune_default(caps, enc, down, pc->n, &t);
+    if (tune && tune->wg_size) t.wg = tune->wg_size;
+    if (tune && tune->rows_per_sg) t.rows = tune->rows_per_sg;
+    if (tune && tune->unroll) t.unroll = tune->unroll;
     const uint32_t v4 = enc == MS_WENC_FP4 ? 8 : 4; /* vec4s of the input per 16-byte chunk */
     const uint64_t shm = (uint64_t)v4 * (t.sg * t.unroll + 1) * 16;
     if (!is_pow2(t.sg) || !is_pow2(t.wg) || t.wg % t.sg || t.wg > caps->max_workgroup_invocations ||
         !is_pow2(t.rows) || t.rows > 64 || t.unroll < 1 || t.unroll > 8 || shm > caps->max_shared_memory) {
-        MS_LOGE("%s: no workgroup shape for this device (wg %u, subgroup %u, rows %u, %llu bytes of shared "
-                "memory; the device allows %u invocations and %u bytes)",
-                op, t.wg, t.sg, t.rows, (unsigned long long)shm, caps->max_workgroup_invocations,
+        MS_LOGE("%s: no workgroup shape for this device (wg %u, subgroup %u, rows %u, unroll %u, %llu bytes "
+                "of shared memory; the device allows %u invocations and %u bytes)",
+                op, t.wg, t.sg, t.rows, t.unroll, (unsigned long long)shm, caps->max_workgroup_invocations,
                 caps->max_shared_memory);
-        return -MS_E_UNSUPPORTED;
+        return tune ? -MS_E_INVALID_ARG : -MS_E_UNSUPPORTED;
     }
     const uint32_t rb = t.rows * (t.wg / t.sg);
     pc->blocks = (rows_total + rb - 1) / rb;
@@ -235,6 +243,12 @@ static int moe_dispatch(ms_vk_cmd *c, const char *op, ms_wenc enc, bool down, co
 int ms_vk_rec_moe_up(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool, ms_vk_range slots,
                      uint32_t n_experts, ms_vk_range idx, ms_vk_range rw, ms_vk_range x, ms_vk_range act,
                      uint32_t n, uint32_t k, float limit) {
+    return ms_vk_rec_moe_up_tuned(c, L, pool, slots, n_experts, idx, rw, x, act, n, k, limit, NULL);
+}
+
+int ms_vk_rec_moe_up_tuned(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool, ms_vk_range slots,
+                           uint32_t n_experts, ms_vk_range idx, ms_vk_range rw, ms_vk_range x,
+                           ms_vk_range act, uint32_t n, uint32_t k, float limit, const ms_vk_moe_tune *tune) {
     if (!c) return -MS_E_INVALID_ARG;
     const ms_vk_caps *caps = ms_vk_get_caps(ms_vk_cmd_vk(c));
     ms_moe_push pc;
@@ -261,12 +275,19 @@ int ms_vk_rec_moe_up(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range poo
     b[MS_MOE_BIND_AUX] = rw;
     b[MS_MOE_BIND_OUT] = act;
     return moe_dispatch(c, "rec_moe_up", L->enc, false, b, &pc,
-                        L->inter, (uint64_t)n * k, x.offset);
+                        L->inter, (uint64_t)n * k, x.offset, tune);
 }
 
 int ms_vk_rec_moe_down(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool, ms_vk_range slots,
                        uint32_t n_experts, ms_vk_range idx, ms_vk_range act, ms_vk_range base,
                        ms_vk_range y, uint32_t n, uint32_t k) {
+    return ms_vk_rec_moe_down_tuned(c, L, pool, slots, n_experts, idx, act, base, y, n, k, NULL);
+}
+
+int ms_vk_rec_moe_down_tuned(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool,
+                             ms_vk_range slots, uint32_t n_experts, ms_vk_range idx, ms_vk_range act,
+                             ms_vk_range base, ms_vk_range y, uint32_t n, uint32_t k,
+                             const ms_vk_moe_tune *tune) {
     if (!c) return -MS_E_INVALID_ARG;
     const ms_vk_caps *caps = ms_vk_get_caps(ms_vk_cmd_vk(c));
     ms_moe_push pc;
@@ -293,7 +314,7 @@ int ms_vk_rec_moe_down(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range p
     b[MS_MOE_BIND_AUX] = base;
     b[MS_MOE_BIND_OUT] = y;
     return moe_dispatch(c, "rec_moe_down", L->enc, true, b,
-                        &pc, L->dim, n, act.offset);
+                        &pc, L->dim, n, act.offset, tune);
 }
 
 /* The layout rule above, for the grouped recorders (engine/vk/ops_moe_grouped.c). */

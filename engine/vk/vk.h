@@ -452,6 +452,22 @@ int ms_vk_rec_moe_up(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range poo
 int ms_vk_rec_moe_down(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool, ms_vk_range slots,
                        uint32_t n_experts, ms_vk_range idx, ms_vk_range act, ms_vk_range base,
                        ms_vk_range y, uint32_t n, uint32_t k);
+/* Shape of the moe dispatches, passed as specialization constants. Zero fields = the per-device
+ * default. */
+typedef struct ms_vk_moe_tune {
+    uint32_t wg_size;     /* invocations per workgroup, a multiple of the subgroup size */
+    uint32_t rows_per_sg; /* output rows per subgroup: a power of two <= 64 */
+    uint32_t unroll;      /* 16-byte chunks per row per lane per K-tile (1..8) */
+} ms_vk_moe_tune;
+/* ms_vk_rec_moe_up / ms_vk_rec_moe_down with explicit tunables (NULL: the defaults; test_ops
+ * --perf sweeps them); an invalid tune is -MS_E_INVALID_ARG with a logged reason. */
+int ms_vk_rec_moe_up_tuned(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool, ms_vk_range slots,
+                           uint32_t n_experts, ms_vk_range idx, ms_vk_range rw, ms_vk_range x,
+                           ms_vk_range act, uint32_t n, uint32_t k, float limit, const ms_vk_moe_tune *tune);
+int ms_vk_rec_moe_down_tuned(ms_vk_cmd *c, const ms_vk_expert_layout *L, ms_vk_range pool,
+                             ms_vk_range slots, uint32_t n_experts, ms_vk_range idx, ms_vk_range act,
+                             ms_vk_range base, ms_vk_range y, uint32_t n, uint32_t k,
+                             const ms_vk_moe_tune *tune);
 
 /* ---------------------------------------------------------------- GEMM (engine/vk/ops_gemm.c) */
 
