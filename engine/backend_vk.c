@@ -96,6 +96,12 @@ typedef struct vk_session {
     uint32_t n_slices;            /* hc_mix partials per token */
     ms_vk_buf part;               /* [B][n_slices][mix_n + 1] */
     ms_vk_buf moe_scratch;        /* the grouped expert FFN's (prefill batches) */
+    /* non-finite watch: per token the first sub-layer (2 * layer + 1 for the MoE one) whose
+     * output streams held a NaN or an infinity (hc_mix sets it), read back after each batch */
+    ms_vk_buf nf_flags, nf_host;
+    bool nf_seen;
+    uint32_t nf_pos, nf_layer;
+    const char *nf_stage;
     ms_vk_buf h[2], x, y, ysh, zeros, mix, post, comb, qr, q, kv, o, u, u_full, ca, cg, ia, ig, qi,
         wi, idx_scratch, sel, att_scratch, glog, route, rw, act, sh_act, hfin, logits, logits_host;
     ms_vk_cmd *cmd[MS_VK_BATCH + 2]; /* per batch size 1..8, [MS_VK_BATCH + 1] the prefill one */
@@ -400,7 +406,7 @@ static void vk_session_free(ms_session *s) {
         }
     ms_free(S->ls);
     ms_vk_buf *b[] = {&S->step_host, &S->step, &S->h[0], &S->h[1], &S->x, &S->y, &S->ysh, &S->zeros,
-                      &S->mix, &S->part, &S->moe_scratch, &S->post, &S->comb, &S->qr, &S->q, &S->kv, &S->o, &S->u, &S->u_full,
+                      &S->mix, &S->part, &S->moe_scratch, &S->nf_flags, &S->nf_host, &S->post, &S->comb, &S->qr, &S->q, &S->kv, &S->o, &S->u, &S->u_full,
                       &S->ca, &S->cg, &S->ia, &S->ig, &S->qi, &S->wi, &S->idx_scratch, &S->sel,
                       &S->att_scratch, &S->glog, &S->route, &S->rw, &S->act, &S->sh_act, &S->hfin,
                       &S->logits, &S->logits_host};
@@ -510,7 +516,7 @@ static int vk_session_create(ms_session *s) {
         {&S->h[0], B * hc * dim * 4}, {&S->h[1], B * hc * dim * 4}, {&S->x, B * dim * 4},
         {&S->y, B * dim * 4}, {&S->ysh, B * dim * 4}, {&S->zeros, B * dim * 4},
         {&S->mix, B * mixn * 4}, {&S->part, B * S->n_slices * (mixn + 1) * 4},
-        {&S->moe_scratch, moe_scratch}, {&S->post, B * hc * 4}, {&S->comb, B * hc * hc * 4},
+        {&S->moe_scratch, moe_scratch}, {&S->nf_flags, B * 4}, {&S->post, B * hc * 4}, {&S->comb, B * hc * hc * 4},
         {&S->qr, B * c->q_lora_rank * 4}, {&S->q, B * qdim * 4}, {&S->kv, B * hd * 4},
         {&S->o, B * qdim * 4}, {&S->u, B * c->o_groups * c->o_lora_rank * 4},
         {&S->u_full, B * c->o_groups * c->o_lora_rank * 4}, {&S->ca, B * 2 * hd * 4},
@@ -526,6 +532,7 @@ static int vk_session_create(ms_session *s) {
     for (size_t i = 0; !rc && i < sizeof bufs / sizeof bufs[0]; i++)
         rc = buf_new(vk, MS_VK_MEM_DEVICE, bufs[i].bytes, bufs[i].b);
     if (!rc) rc = buf_new(vk, MS_VK_MEM_READBACK, B * c->vocab_size * 4, &S->logits_host);
+    if (!rc) rc = buf_new(vk, MS_VK_MEM_READBACK, B * 4, &S->nf_host);
     if (!rc) rc = ms_vk_cmd_create(vk, 0, &S->cmd[0]);
     if (!rc) {
         ms_vk_cmd_begin(S->cmd[0]);
@@ -550,7 +557,9 @@ static int vk_session_create(ms_session *s) {
 }
 
 static void vk_reset(ms_session *s) {
-    int rc = state_reset(s->backend);
+    vk_session *S = s->backend;
+    S->nf_seen = false;
+    int rc = state_reset(S);
     if (rc) MS_LOGE("vulkan: resetting a session's KV state failed: %s", ms_strerror(rc));
 }
 
@@ -763,15 +772,21 @@ static int rec_moe(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n) {
 /* mHC between sub-layers: the previous sub-layer's hc_post (post: there was one) fused into this
  * one's split-K mixing GEMV (hc_mix: streams h[*cur] -> h[*cur ^ 1], *cur flips), then hc_pre with
  * the sub-layer's norm fused in: streams -> x, post, comb. Two dispatches, two barriers. */
-static int rec_hc(vk_session *S, ms_vk_cmd *cmd, uint32_t *cur, bool post, const ms_vk_weight *fn,
-                  const ms_vk_buf *scale, const ms_vk_buf *base, const ms_vk_buf *norm, const ms_vk_buf *x,
-                  bool head, uint32_t n) {
+static int rec_hc(vk_session *S, ms_vk_cmd *cmd, uint32_t *cur, bool post, uint32_t prev_code,
+                  const ms_vk_weight *fn, const ms_vk_buf *scale, const ms_vk_buf *base, const ms_vk_buf *norm,
+                  const ms_vk_buf *x, bool head, uint32_t n) {
     const ms_v4_config *c = &S->M->ref->cfg;
     const uint32_t hc = c->hc_mult, dim = c->dim;
     const ms_vk_buf *res = &S->h[*cur];
-    if (post) *cur ^= 1;
-    TRY(ms_vk_rec_hc_mix(cmd, fn, whole(&S->y), whole(res), whole(&S->post), whole(&S->comb),
-                         whole(&S->h[*cur]), whole(&S->part), dim, hc, n, post));
+    if (post) {
+        /* the previous sub-layer's streams (prev_code: 2 * layer, + 1 for the MoE) watched */
+        *cur ^= 1;
+        TRY(ms_vk_rec_hc_mix_watch(cmd, fn, whole(&S->y), whole(res), whole(&S->post), whole(&S->comb),
+                                   whole(&S->h[*cur]), whole(&S->part), whole(&S->nf_flags), prev_code, dim, hc, n));
+    } else {
+        TRY(ms_vk_rec_hc_mix(cmd, fn, whole(&S->y), whole(res), whole(&S->post), whole(&S->comb),
+                             whole(&S->h[*cur]), whole(&S->part), dim, hc, n, false));
+    }
     ms_vk_cmd_barrier(cmd);
     TRY(ms_vk_rec_hc_pre_parts(cmd, whole(&S->part), S->n_slices, whole(&S->h[*cur]), whole(scale), whole(base),
                                whole(x), whole(&S->post), whole(&S->comb), whole(norm), dim, hc, n,
@@ -788,6 +803,7 @@ static int record(vk_session *S, ms_vk_cmd *cmd, uint32_t n) {
     TRY(ms_vk_cmd_begin(cmd));
     S->n_marks = 0;
     ms_vk_cmd_copy(cmd, whole(&S->step_host), whole(&S->step));
+    ms_vk_cmd_fill(cmd, whole(&S->nf_flags), 0xFFFFFFFFu);
     ms_vk_cmd_barrier(cmd);
     TRY(mark(S, cmd, 0xff));
     TRY(ms_vk_rec_hc_embed(cmd, ms_vk_buf_range(&S->step, S->sl.tokens, (uint64_t)n * 4), whole(&M->embed),
@@ -799,13 +815,13 @@ static int record(vk_session *S, ms_vk_cmd *cmd, uint32_t n) {
     ms_vk_cmd_get_counts(cmd, &k0);
     for (uint32_t li = 0; li < c->n_layers; li++) {
         const vk_layer *L = &M->layers[li];
-        TRY(rec_hc(S, cmd, &cur, li > 0, &L->hc_attn_fn, &L->hc_attn_scale, &L->hc_attn_base, &L->attn_norm,
+        TRY(rec_hc(S, cmd, &cur, li > 0, li ? 2 * li - 1 : 0, &L->hc_attn_fn, &L->hc_attn_scale, &L->hc_attn_base, &L->attn_norm,
                    &S->x, false, n));
         if (li > 0) TRY(tap(S, cmd, li - 1, T_FFN_H, &S->h[cur])); /* the hc_post fused into hc_mix */
         TRY(tap(S, cmd, li, T_ATTN_X, &S->x));
         TRY(rec_attention(S, cmd, li, n));
         TRY(tap_attention(S, cmd, li));
-        TRY(rec_hc(S, cmd, &cur, true, &L->hc_ffn_fn, &L->hc_ffn_scale, &L->hc_ffn_base, &L->ffn_norm, &S->x,
+        TRY(rec_hc(S, cmd, &cur, true, 2 * li, &L->hc_ffn_fn, &L->hc_ffn_scale, &L->hc_ffn_base, &L->ffn_norm, &S->x,
                    false, n));
         TRY(tap(S, cmd, li, T_ATTN_H, &S->h[cur]));
         TRY(tap(S, cmd, li, T_FFN_X, &S->x));
@@ -818,13 +834,14 @@ static int record(vk_session *S, ms_vk_cmd *cmd, uint32_t n) {
         S->layer_barriers = k1.barriers - k0.barriers;
     }
     /* the last hc_post, hc_head with the final norm, lm_head */
-    TRY(rec_hc(S, cmd, &cur, true, &M->hc_head_fn, &M->hc_head_scale, &M->hc_head_base, &M->norm, &S->hfin,
+    TRY(rec_hc(S, cmd, &cur, true, 2 * c->n_layers - 1, &M->hc_head_fn, &M->hc_head_scale, &M->hc_head_base, &M->norm, &S->hfin,
                true, n));
     TRY(tap(S, cmd, c->n_layers - 1, T_FFN_H, &S->h[cur]));
     TRY(gemv(cmd, &M->head, &S->hfin, dim, &S->logits, c->vocab_size, n));
     ms_vk_cmd_barrier(cmd);
     ms_vk_cmd_copy(cmd, ms_vk_buf_range(&S->logits, 0, (uint64_t)n * c->vocab_size * 4),
                    whole(&S->logits_host));
+    ms_vk_cmd_copy(cmd, whole(&S->nf_flags), whole(&S->nf_host));
     TRY(mark(S, cmd, P_HEAD));
     ms_vk_cmd_get_counts(cmd, &k1);
     if (n == 1) S->total_dispatches = k1.dispatches;
@@ -865,6 +882,8 @@ static int prof_add(vk_session *S) {
     return 0;
 }
 
+static int nf_check(vk_session *S, uint32_t pos0, uint32_t b);
+
 /* logits: [n][vocab] every row, or (last_only) [vocab] the last one. */
 static int forward_rows(ms_session *s, const uint32_t *tokens, uint32_t n, float *logits, bool last_only) {
     vk_session *S = s->backend;
@@ -897,6 +916,7 @@ static int forward_rows(ms_session *s, const uint32_t *tokens, uint32_t n, float
         TRY(ms_vk_cmd_run(*cmd));
         if (prof) TRY(prof_add(S));
         TRY(ms_vk_buf_invalidate(vk, &S->logits_host));
+        TRY(nf_check(S, pos + t0, b));
         if (!last_only)
             memcpy(logits + (size_t)t0 * c->vocab_size, S->logits_host.map, (size_t)b * c->vocab_size * 4);
         else if (t0 + b == n)
@@ -978,8 +998,37 @@ static int vk_get_profile(const ms_session *s, ms_profile *out) {
 }
 
 static int vk_nonfinite(const ms_session *s, uint32_t *pos, uint32_t *layer, const char **stage) {
-    (void)s, (void)pos, (void)layer, (void)stage;
-    return -MS_E_UNSUPPORTED;
+    const vk_session *S = s->backend;
+    if (!S->nf_seen) return -MS_E_NOT_FOUND;
+    *pos = S->nf_pos;
+    *layer = S->nf_layer;
+    *stage = S->nf_stage;
+    return 0;
+}
+
+/* After a batch of b tokens at pos0: the first token with a non-finite sub-layer output (the
+ * earliest such sub-layer), else the first non-finite logit ("head"), as the CPU reference
+ * records it; a record from an earlier position stays. */
+static int nf_check(vk_session *S, uint32_t pos0, uint32_t b) {
+    if (S->nf_seen) return 0;
+    const ms_v4_config *c = &S->M->ref->cfg;
+    TRY(ms_vk_buf_invalidate(S->M->vk, &S->nf_host));
+    const uint32_t *fl = S->nf_host.map;
+    const float *lg = S->logits_host.map;
+    for (uint32_t t = 0; t < b && !S->nf_seen; t++) {
+        if (fl[t] != 0xFFFFFFFFu) {
+            S->nf_seen = true;
+            S->nf_pos = pos0 + t, S->nf_layer = fl[t] / 2, S->nf_stage = fl[t] % 2 ? "moe" : "attention";
+            break;
+        }
+        for (uint32_t v = 0; v < c->vocab_size; v++)
+            if (!isfinite(lg[(size_t)t * c->vocab_size + v])) {
+                S->nf_seen = true;
+                S->nf_pos = pos0 + t, S->nf_layer = c->n_layers, S->nf_stage = "head";
+                break;
+            }
+    }
+    return 0;
 }
 
 const ms_backend_ops ms_backend_vk_ops = {

@@ -251,8 +251,9 @@ int ms_session_truncate(ms_session *s, uint32_t n) {
     if (!s || n > s->pos) return -MS_E_INVALID_ARG;
     if (n == s->pos) return 0;
     /* The KV state (window ring, compressor pools, indexer keys) cannot be rolled back in place:
-     * replay the kept prefix. Chunking does not change results, so this equals having fed only
-     * the prefix. A backend with cheap rollback can do better later. */
+     * replay the kept prefix. Chunking does not change results (bit for bit on the CPU reference,
+     * within F32 rounding on Vulkan: ms_session_feed), so this equals having fed only the prefix.
+     * A backend with cheap rollback can do better later. */
     uint32_t keep = n;
     s->e->ops->reset(s);
     s->pos = 0;

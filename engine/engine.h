@@ -166,9 +166,10 @@ uint32_t ms_session_max_tokens(const ms_session *s);
 int ms_session_truncate(ms_session *s, uint32_t n);
 void ms_session_reset(ms_session *s); /* truncate to 0 */
 
-/* Where the session first produced a NaN or infinity (the CPU reference tracks this; Vulkan:
- * -MS_E_UNSUPPORTED). 0 and the position, layer (n_layers = the final head) and stage
- * ("attention", "moe", "head"), or -MS_E_NOT_FOUND when every value so far was finite. */
+/* Where the session first produced a NaN or infinity: 0 and the position, layer (n_layers = the
+ * final head) and stage ("attention", "moe": the sub-layer's output streams; "head": the logits),
+ * or -MS_E_NOT_FOUND when every value so far was finite. Both backends watch the streams after
+ * every sub-layer (the CPU reference on the host, Vulkan in the kernel that reads them next). */
 int ms_session_nonfinite(const ms_session *s, uint32_t *pos, uint32_t *layer, const char **stage);
 
 #endif

@@ -64,6 +64,8 @@ MS_STRUCT_END(ms_hc_pre_push)
 #define MS_HC_MIX_BIND_COMB 4 /* F32 [n][hc][hc] (POST) */
 #define MS_HC_MIX_BIND_H 5    /* F32 [n][hc][dim]: written with POST, else read */
 #define MS_HC_MIX_BIND_PART 6 /* F32 [n][n_slices][mix_n + 1] */
+#define MS_HC_MIX_BIND_FLAGS 7 /* U32 [n]: with POST and watch != 0, atomicMin(flags[t], watch - 1) when
+                                * a new stream value of token t is NaN or infinite (else unused) */
 
 #define MS_HC_MIX_SPEC_WG 0
 #define MS_HC_MIX_SPEC_POST 1
@@ -77,6 +79,7 @@ MS_STRUCT_BEGIN(ms_hc_mix_push)
     MS_U32 n;
     MS_U32 n_slices;
     MS_U32 groups_x;
+    MS_U32 watch;          /* 0 off, else 1 + the code recorded for a non-finite stream value */
 MS_STRUCT_END(ms_hc_mix_push)
 
 #define MS_HC_POST_BIND_Y 0    /* F32 [n][dim] sub-layer output */
@@ -110,7 +113,7 @@ MS_STRUCT_END(ms_hc_embed_push)
 #ifndef MS_GLSL
 _Static_assert(sizeof(ms_hc_embed_push) == 20, "ms_hc_embed_push must match its GLSL std430 layout");
 _Static_assert(sizeof(ms_hc_pre_push) == 32, "ms_hc_pre_push must match its GLSL std430 layout");
-_Static_assert(sizeof(ms_hc_mix_push) == 20, "ms_hc_mix_push must match its GLSL std430 layout");
+_Static_assert(sizeof(ms_hc_mix_push) == 24, "ms_hc_mix_push must match its GLSL std430 layout");
 _Static_assert(sizeof(ms_hc_post_push) == 16, "ms_hc_post_push must match its GLSL std430 layout");
 #endif
 

@@ -32,6 +32,7 @@ layout(set = 0, binding = MS_HC_MIX_BIND_POST, std430) readonly buffer Pbuf { fl
 layout(set = 0, binding = MS_HC_MIX_BIND_COMB, std430) readonly buffer Cbuf { float combs[]; };
 layout(set = 0, binding = MS_HC_MIX_BIND_H, std430) buffer Hbuf { float hs[]; };
 layout(set = 0, binding = MS_HC_MIX_BIND_PART, std430) writeonly buffer Obuf { float part[]; };
+layout(set = 0, binding = MS_HC_MIX_BIND_FLAGS, std430) buffer Fl { uint flags[]; };
 
 const uint NSG_MAX = (WG + SG_MIN - 1u) / SG_MIN;
 shared float red[NSG_MAX * (MIX + 1u)];
@@ -51,6 +52,7 @@ void main() {
                 acc = fma(combs[(t * p.hc + j) * p.hc + s], res[t * k_all + j * p.dim + i], acc);
             hs[t * k_all + k] = acc;
             v = acc;
+            if (p.watch != 0u && (isnan(acc) || isinf(acc))) atomicMin(flags[t], p.watch - 1u);
         } else {
             v = hs[t * k_all + k];
         }

@@ -4,7 +4,8 @@
  * ms_ref_rmsnorm): the chain the forward pass runs between two sub-layers.
  *
  * Compared as one array: x | post | comb (block mode) and, with the post fused, the new streams
- * h. Outputs sit between guard words.
+ * h. Outputs sit between guard words. With the post fused the non-finite watch is on: its flags
+ * must mark exactly the tokens whose new streams hold a NaN or an infinity.
  */
 #include <math.h>
 #include <stdio.h>
@@ -59,7 +60,7 @@ static int run_case(ms_vk *vk, ms_vk_cmd *cmd, uint32_t ci, uint64_t seed, int v
     uint16_t *nw = ms_malloc((size_t)dim * 2);
     int rc = fn && res && y && pw && cw && href && mix && base && ref && gpu && nw ? 0 : -MS_E_NOMEM;
     ms_vk_buf b_fn = {0}, b_res = {0}, b_y = {0}, b_pw = {0}, b_cw = {0}, b_sc = {0}, b_base = {0}, b_nw = {0},
-              b_part = {0}, b_h = {0};
+              b_part = {0}, b_h = {0}, b_fl = {0};
     ms_vk_weight w = {0};
     guarded gx = {0}, gp = {0}, gc = {0};
     if (rc) goto out;
@@ -96,15 +97,21 @@ static int run_case(ms_vk *vk, ms_vk_cmd *cmd, uint32_t ci, uint64_t seed, int v
     /* the streams: the new ones are written there (post), or the old ones read from there */
     if (!rc) rc = post_fused ? ms_vk_buf_alloc(vk, MS_VK_MEM_DEVICE, nh * 4, &b_h) : upload_new(vk, res, nh * 4, &b_h);
     if (!rc) rc = ms_vk_buf_alloc(vk, MS_VK_MEM_DEVICE, (uint64_t)n * slices * (mix_n + 1) * 4, &b_part);
+    uint32_t flags[64];
+    for (uint32_t i = 0; i < 64; i++) flags[i] = 0xFFFFFFFFu;
+    if (!rc) rc = n <= 64 ? upload_new(vk, flags, sizeof flags, &b_fl) : -MS_E_INVALID_ARG;
     if (!rc) rc = guarded_alloc(vk, nx * 4, &gx);
     if (!rc && n_post) rc = guarded_alloc(vk, n_post * 4, &gp);
     if (!rc && n_post) rc = guarded_alloc(vk, n_comb * 4, &gc);
     if (!rc) rc = ms_vk_cmd_begin(cmd);
     ms_vk_range hr = ms_vk_buf_range(&b_h, 0, nh * 4), pr = ms_vk_buf_range(&b_part, 0, b_part.size);
-    if (!rc)
-        rc = ms_vk_rec_hc_mix(cmd, &w, ms_vk_buf_range(&b_y, 0, nx * 4), ms_vk_buf_range(&b_res, 0, nh * 4),
-                              ms_vk_buf_range(&b_pw, 0, (size_t)n * hc * 4),
-                              ms_vk_buf_range(&b_cw, 0, (size_t)n * hc * hc * 4), hr, pr, dim, hc, n, post_fused);
+    ms_vk_range yr = ms_vk_buf_range(&b_y, 0, nx * 4), rr = ms_vk_buf_range(&b_res, 0, nh * 4);
+    ms_vk_range pwr = ms_vk_buf_range(&b_pw, 0, (size_t)n * hc * 4), cwr = ms_vk_buf_range(&b_cw, 0, (size_t)n * hc * hc * 4);
+    if (!rc && post_fused)
+        rc = ms_vk_rec_hc_mix_watch(cmd, &w, yr, rr, pwr, cwr, hr, pr, ms_vk_buf_range(&b_fl, 0, 4ull * n), 7, dim,
+                                    hc, n);
+    else if (!rc)
+        rc = ms_vk_rec_hc_mix(cmd, &w, yr, rr, pwr, cwr, hr, pr, dim, hc, n, false);
     ms_vk_cmd_barrier(cmd);
     ms_vk_range ox = guarded_range(&gx), op = n_post ? guarded_range(&gp) : ox, oc = n_post ? guarded_range(&gc) : ox;
     if (!rc)
@@ -120,16 +127,24 @@ static int run_case(ms_vk *vk, ms_vk_cmd *cmd, uint32_t ci, uint64_t seed, int v
     if (!rc && n_post) rc = guarded_read(vk, &gc, gpu + nx + n_post, &d3);
     if (!rc && post_fused) rc = ms_vk_download(vk, &b_h, 0, gpu + nx + n_post + n_comb, nh * 4);
     dmg += d2 + d3;
+    uint32_t flag_bad = 0;
+    if (!rc) rc = ms_vk_download(vk, &b_fl, 0, flags, 4ull * n);
+    for (uint32_t i = 0; !rc && i < n; i++) {
+        bool nf = false;
+        for (size_t e = 0; post_fused && e < K; e++) nf |= !isfinite(href[(size_t)i * K + e]);
+        flag_bad += flags[i] != (nf ? 7u : 0xFFFFFFFFu);
+    }
     if (!rc) {
         cmp_result cr;
         compare(gpu, ref, (uint32_t)n_out, 1, (uint32_t)n_out, &cr);
-        int ok = cr.nmse <= TOL_NMSE_HC_MIX && cr.n_nonfinite_mismatch == 0 && dmg == 0;
+        int ok = cr.nmse <= TOL_NMSE_HC_MIX && cr.n_nonfinite_mismatch == 0 && dmg == 0 && flag_bad == 0;
         char d[200];
         describe(ci, d, sizeof d);
         if (!ok || verbose)
-            printf("  hc_mix    %s: nmse=%.2e (tol %.0e) nan=%llu nonfinite_mismatch=%llu guard_damage=%llu  %s\n",
+            printf("  hc_mix    %s: nmse=%.2e (tol %.0e) nan=%llu nonfinite_mismatch=%llu guard_damage=%llu "
+                   "wrong_flags=%u  %s\n",
                    d, cr.nmse, TOL_NMSE_HC_MIX, (unsigned long long)cr.n_nan,
-                   (unsigned long long)cr.n_nonfinite_mismatch, (unsigned long long)dmg, ok ? "ok" : "FAIL");
+                   (unsigned long long)cr.n_nonfinite_mismatch, (unsigned long long)dmg, flag_bad, ok ? "ok" : "FAIL");
         if (!ok) printf("    repeat with: test_ops -o hc_mix -s %llu\n", (unsigned long long)seed);
         rc = ok ? 0 : 1;
     } else {
@@ -138,7 +153,7 @@ static int run_case(ms_vk *vk, ms_vk_cmd *cmd, uint32_t ci, uint64_t seed, int v
     }
 out:
     ms_vk_weight_free(vk, &w);
-    ms_vk_buf *bs[] = {&b_fn, &b_res, &b_y, &b_pw, &b_cw, &b_sc, &b_base, &b_nw, &b_part, &b_h, &gx.buf, &gp.buf, &gc.buf};
+    ms_vk_buf *bs[] = {&b_fl, &b_fn, &b_res, &b_y, &b_pw, &b_cw, &b_sc, &b_base, &b_nw, &b_part, &b_h, &gx.buf, &gp.buf, &gc.buf};
     for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) ms_vk_buf_free(vk, bs[i]);
     ms_free(fn);
     ms_free(res);

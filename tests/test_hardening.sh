@@ -112,6 +112,14 @@ poke nanl layers.1.ffn.shared_experts.w2.scale 0 ff # an e8m0 NaN scale in layer
 run nanl logits -m "$T/nanl" --tokens $TOK
 [ "$rc" -eq 1 ] || fail "NaN scale in layer 1: exit $rc, expected 1"
 err_has nanl "first NaN/Inf appeared at position 0 in layer 1 (moe)"
+# the same two on the Vulkan forward pass (its hc_mix watches every sub-layer's streams)
+run nanwv logits -m "$T/nanw" --tokens $TOK --backend vulkan
+[ "$rc" -eq 1 ] || fail "NaN head weight (vulkan): exit $rc, expected 1"
+err_has nanwv "token id 5"
+err_has nanwv "in the final head"
+run nanlv logits -m "$T/nanl" --tokens $TOK --backend vulkan
+[ "$rc" -eq 1 ] || fail "NaN scale in layer 1 (vulkan): exit $rc, expected 1"
+err_has nanlv "first NaN/Inf appeared at position 0 in layer 1 (moe)"
 d=$(printf '%s/bad\377name' "$T")
 mkdir "$d" && cp "$FX"/* "$d"/
 run utf8 logits -m "$d" --tokens 1,2

@@ -528,9 +528,29 @@ uint32_t ms_vk_hc_mix_slices(const ms_vk *vk, uint32_t dim, uint32_t hc) {
     return (uint32_t)(((uint64_t)hc * dim + wg - 1) / wg);
 }
 
+static int rec_hc_mix(ms_vk_cmd *c, const ms_vk_weight *fn, ms_vk_range y, ms_vk_range res, ms_vk_range post,
+                      ms_vk_range comb, ms_vk_range h, ms_vk_range part, ms_vk_range flags, uint32_t watch,
+                      uint32_t dim, uint32_t hc, uint32_t n, bool post_fused);
+
 int ms_vk_rec_hc_mix(ms_vk_cmd *c, const ms_vk_weight *fn, ms_vk_range y, ms_vk_range res,
                      ms_vk_range post, ms_vk_range comb, ms_vk_range h, ms_vk_range part, uint32_t dim,
                      uint32_t hc, uint32_t n, bool post_fused) {
+    return rec_hc_mix(c, fn, y, res, post, comb, h, part, part, 0, dim, hc, n, post_fused);
+}
+
+int ms_vk_rec_hc_mix_watch(ms_vk_cmd *c, const ms_vk_weight *fn, ms_vk_range y, ms_vk_range res,
+                           ms_vk_range post, ms_vk_range comb, ms_vk_range h, ms_vk_range part,
+                           ms_vk_range flags, uint32_t code, uint32_t dim, uint32_t hc, uint32_t n) {
+    if (code == 0xFFFFFFFFu || !ms_vk_op_range_ok(flags, 4ull * n)) {
+        MS_LOGE("rec_hc_mix: the flags range holds fewer than %u words, or the code is 0xFFFFFFFF", n);
+        return -MS_E_INVALID_ARG;
+    }
+    return rec_hc_mix(c, fn, y, res, post, comb, h, part, flags, code + 1, dim, hc, n, true);
+}
+
+static int rec_hc_mix(ms_vk_cmd *c, const ms_vk_weight *fn, ms_vk_range y, ms_vk_range res, ms_vk_range post,
+                      ms_vk_range comb, ms_vk_range h, ms_vk_range part, ms_vk_range flags, uint32_t watch,
+                      uint32_t dim, uint32_t hc, uint32_t n, bool post_fused) {
     if (!c || !fn) return -MS_E_INVALID_ARG;
     ms_vk *vk = ms_vk_cmd_vk(c);
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
@@ -556,16 +576,17 @@ int ms_vk_rec_hc_mix(ms_vk_cmd *c, const ms_vk_weight *fn, ms_vk_range y, ms_vk_
     spec[MS_HC_MIX_SPEC_MIX] = mix_n;
     spec[MS_HC_MIX_SPEC_SG_MIN] = caps->subgroup_size_min;
     ms_vk_range fr = ms_vk_buf_range(&fn->part[0].data, 0, fn->part[0].data.size);
-    ms_vk_range b[7];
+    ms_vk_range b[8];
     b[MS_HC_MIX_BIND_FN] = fr;
+    b[MS_HC_MIX_BIND_FLAGS] = flags;
     b[MS_HC_MIX_BIND_Y] = post_fused ? y : fr;
     b[MS_HC_MIX_BIND_RES] = post_fused ? res : fr;
     b[MS_HC_MIX_BIND_POST] = post_fused ? post : fr;
     b[MS_HC_MIX_BIND_COMB] = post_fused ? comb : fr;
     b[MS_HC_MIX_BIND_H] = h;
     b[MS_HC_MIX_BIND_PART] = part;
-    ms_hc_mix_push pc = {.dim = dim, .hc = hc, .n = n, .n_slices = slices};
-    return ms_vk_op_dispatch(c, "hc_mix", spec, MS_HC_MIX_N_SPEC, b, 7, &pc, sizeof pc, &pc.groups_x,
+    ms_hc_mix_push pc = {.dim = dim, .hc = hc, .n = n, .n_slices = slices, .watch = watch};
+    return ms_vk_op_dispatch(c, "hc_mix", spec, MS_HC_MIX_N_SPEC, b, 8, &pc, sizeof pc, &pc.groups_x,
                              (uint64_t)n * slices);
 }
 

@@ -293,6 +293,11 @@ uint32_t ms_vk_hc_mix_slices(const ms_vk *vk, uint32_t dim, uint32_t hc);
 int ms_vk_rec_hc_mix(ms_vk_cmd *c, const ms_vk_weight *fn, ms_vk_range y, ms_vk_range res,
                      ms_vk_range post, ms_vk_range comb, ms_vk_range h, ms_vk_range part, uint32_t dim,
                      uint32_t hc, uint32_t n, bool post_fused);
+/* The same, watching the new streams (post_fused only): flags U32 [n] gets atomicMin(flags[t],
+ * code) where a value of token t is NaN or infinite (the caller fills flags with 0xFFFFFFFF). */
+int ms_vk_rec_hc_mix_watch(ms_vk_cmd *c, const ms_vk_weight *fn, ms_vk_range y, ms_vk_range res,
+                           ms_vk_range post, ms_vk_range comb, ms_vk_range h, ms_vk_range part,
+                           ms_vk_range flags, uint32_t code, uint32_t dim, uint32_t hc, uint32_t n);
 
 /* Embedding into the hc streams: tokens U32 [n], embed BF16 [vocab][dim], h [n][hc][dim]. */
 int ms_vk_rec_hc_embed(ms_vk_cmd *c, ms_vk_range tokens, ms_vk_range embed, ms_vk_range h,
