@@ -22,9 +22,11 @@ int ms_cmd_logits(int argc, char **argv);
 static void usage(FILE *f) {
     fprintf(f,
             "usage: moestream logits -m MODEL_DIR (--tokens ID,ID,... | --tokens-file FILE)\n"
-            "                        [--top K] [--all-positions] [--chunk N]\n"
+            "                        [--top K] [--all-positions] [--chunk N] [--backend B]\n"
+            "                        [--no-fake-quant]\n"
             "\n"
-            "Runs the CPU reference forward pass (slow, exact) and prints one JSON object:\n"
+            "Runs the forward pass (Vulkan on a GPU, else the CPU reference: --backend) and prints\n"
+            "one JSON object:\n"
             "  {\"model\", \"n_tokens\", \"positions\": [{\"pos\", \"token\", \"top\": [{\"id\", "
             "\"logprob\"}],\n"
             "   \"logits_xxh64\"}]}  (docs/logits.md)\n"
