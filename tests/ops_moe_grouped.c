@@ -260,30 +260,8 @@ static int run_case(ms_vk *vk, ms_vk_cmd *cmd, uint32_t ci, uint64_t seed, int v
         goto out;
     }
 
-    /* The pool: random experts packed one record at a time. */
-    for (uint32_t j = 0; j < nrec && !rc; j++) {
-        void *d[3] = {0};
-        uint8_t *s[3] = {0};
-        const uint32_t m[3] = {I, I, dim}, kk[3] = {dim, dim, I};
-        for (int q = 0; q < 3 && !rc; q++) rc = make_weight(t->enc, m[q], kk[q], &d[q], &s[q]);
-        if (!rc) {
-            const ms_weight_view v1 = {t->enc, I, dim, d[0], s[0]}, v3 = {t->enc, I, dim, d[1], s[1]},
-                                 v2 = {t->enc, dim, I, d[2], s[2]};
-            rc = ms_vk_expert_pack(&L, &v1, &v3, &v2, pool + (size_t)j * L.record_bytes);
-        }
-        for (int q = 0; q < 3; q++) ms_free(d[q]), ms_free(s[q]);
-    }
+    rc = make_expert_pool(&L, nrec, (t->special & SP_NAN_W) != 0, pool);
     if (rc) goto out;
-    if (t->special & SP_NAN_W) {
-        uint8_t *r0 = pool, *r1 = pool + (nrec > 1 ? L.record_bytes : 0);
-        if (t->enc == FP4) {
-            r0[L.w1_scale + 3 * (dim / 32) + 1] = 0xFF; /* w1 row 3 -> act row 3 of record 0's pairs */
-            r1[L.w2_scale + 5 * (I / 32) + 0] = 0xFF;   /* w2 row 5 -> y row 5 of record 1's tokens */
-        } else {
-            r0[L.w3_data + 2 * dim + 17] = 0x7F; /* w3 row 2: u NaN */
-            r1[L.w2_data + 7 * I + 3] = 0xFF;    /* w2 row 7 */
-        }
-    }
 
     /* The ids routes draw from: n_used distinct ids (all of them when n_used = E). */
     for (uint32_t e = 0, c = 0; e < E && c < n_used; e++)

@@ -130,3 +130,31 @@ int upload_new(ms_vk *vk, const void *src, uint64_t bytes, ms_vk_buf *out) {
 }
 
 int ops_exhaustive;
+
+int make_expert_pool(const ms_vk_expert_layout *L, uint32_t nrec, bool nan_w, uint8_t *pool) {
+    const uint32_t I = L->inter, dim = L->dim;
+    const ms_wenc enc = L->enc;
+    int rc = 0;
+    for (uint32_t j = 0; j < nrec && !rc; j++) {
+        void *d[3] = {0};
+        uint8_t *s[3] = {0};
+        const uint32_t m[3] = {I, I, dim}, kk[3] = {dim, dim, I};
+        for (int q = 0; q < 3 && !rc; q++) rc = make_weight(enc, m[q], kk[q], &d[q], &s[q]);
+        if (!rc) {
+            const ms_weight_view v1 = {enc, I, dim, d[0], s[0]}, v3 = {enc, I, dim, d[1], s[1]},
+                                 v2 = {enc, dim, I, d[2], s[2]};
+            rc = ms_vk_expert_pack(L, &v1, &v3, &v2, pool + (size_t)j * L->record_bytes);
+        }
+        for (int q = 0; q < 3; q++) ms_free(d[q]), ms_free(s[q]);
+    }
+    if (rc || !nan_w) return rc;
+    uint8_t *r0 = pool, *r1 = pool + (nrec > 1 ? L->record_bytes : 0);
+    if (enc == MS_WENC_FP4) { /* FP4 has no NaN code: a NaN scale byte (0xFF) poisons 32 weights of one row */
+        r0[L->w1_scale + 3 * (dim / 32) + 1] = 0xFF; /* w1 row 3 -> act row 3 of record 0's pairs */
+        r1[L->w2_scale + 5 * (I / 32) + 0] = 0xFF;   /* w2 row 5 -> y row 5 of record 1's tokens */
+    } else {
+        r0[L->w3_data + 2 * dim + 17] = 0x7F; /* w3 row 2: u NaN */
+        r1[L->w2_data + 7 * I + 3] = 0xFF;    /* w2 row 7 */
+    }
+    return 0;
+}

@@ -9,6 +9,7 @@
 #ifndef MS_TESTS_OPS_UTIL_H
 #define MS_TESTS_OPS_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +38,11 @@ typedef struct cmp_result {
 /* Compares n_cols columns of m values at stride `stride`: NaN must meet NaN, Inf the same Inf. */
 void compare(const float *gpu, const float *ref, uint32_t m, uint32_t n_cols, uint32_t stride,
              cmp_result *r);
+
+/* nrec random experts in L's encoding packed one record at a time into pool[nrec *
+ * L->record_bytes]; nan_w: NaN in record 0's w1 (FP4: a 0xFF scale byte, 32 weights of row 3) or w3
+ * (FP8: an e4m3 NaN code in row 2) and in record 1's (record 0's when there is one) w2 row 5 / 7. */
+int make_expert_pool(const ms_vk_expert_layout *L, uint32_t nrec, bool nan_w, uint8_t *pool);
 
 /* A GPU output buffer with guard words before and after the bound range. Everything not written
  * by the op (guards, stride padding) must still hold GUARD_WORD afterwards. */
