@@ -47,8 +47,8 @@ typedef struct vk_layer {
     ms_vk_weight hc_attn_fn, hc_ffn_fn;
     ms_vk_buf hc_attn_base, hc_attn_scale, hc_ffn_base, hc_ffn_scale, attn_norm, ffn_norm;
     ms_vk_weight wq_a, wq_b, wkv, wo_b;
-    ms_vk_weight *wo_a;     /* [o_groups] the group's rows, or [1] the whole matrix (wo_a_full) */
-    bool wo_a_full;
+    ms_vk_weight wo_a;      /* the whole [o_groups * o_lora_rank][n_heads * head_dim / o_groups] */
+    bool wo_a_grouped;      /* one block-diagonal GEMV for all groups (a group is whole 128-row blocks) */
     ms_vk_buf q_norm, kv_norm, sink;
     vk_cmp cmp, idx_cmp;
     ms_vk_weight idx_wq_b, idx_wproj;
@@ -250,16 +250,8 @@ static int up_layer(vk_model *M, uint32_t li, char *err, size_t err_len) {
     if (!rc) rc = buf_up(vk, RL->kv_norm, (uint64_t)c->head_dim * 2, &L->kv_norm);
     if (!rc) rc = w_up(vk, &RL->wo_b, &L->wo_b);
     if (!rc) rc = buf_up(vk, RL->attn_sink, (uint64_t)c->n_heads * 4, &L->sink);
-    /* wo_a by group when the groups start on whole FP8 scale blocks, else whole */
-    uint32_t G = c->o_groups, ol = c->o_lora_rank;
-    L->wo_a_full = RL->wo_a.enc != MS_WENC_FP8 || ol % 128 != 0;
-    L->wo_a = ms_calloc(L->wo_a_full ? 1 : G, sizeof *L->wo_a);
-    if (!rc && !L->wo_a) rc = -MS_E_NOMEM;
-    if (!rc && L->wo_a_full) rc = w_up(vk, &RL->wo_a, &L->wo_a[0]);
-    for (uint32_t g = 0; !rc && !L->wo_a_full && g < G; g++) {
-        ms_weight_view wg = ms_weight_view_rows(&RL->wo_a, g * ol, ol);
-        rc = w_up(vk, &wg, &L->wo_a[g]);
-    }
+    L->wo_a_grouped = c->o_lora_rank % 128 == 0;
+    if (!rc) rc = w_up(vk, &RL->wo_a, &L->wo_a);
     if (!rc && L->ratio) rc = up_cmp(vk, &RL->cmp, &L->cmp);
     if (!rc && L->ratio == 4) {
         rc = w_up(vk, &RL->idx_wq_b, &L->idx_wq_b);
@@ -279,18 +271,16 @@ static int up_layer(vk_model *M, uint32_t li, char *err, size_t err_len) {
     return up_experts(M, li, err, err_len);
 }
 
-static void free_layer(ms_vk *vk, const ms_v4_config *c, vk_layer *L) {
+static void free_layer(ms_vk *vk, vk_layer *L) {
     ms_vk_weight_free(vk, &L->hc_attn_fn);
     ms_vk_weight_free(vk, &L->hc_ffn_fn);
     ms_vk_buf *bufs[] = {&L->hc_attn_base, &L->hc_attn_scale, &L->hc_ffn_base, &L->hc_ffn_scale,
                          &L->attn_norm, &L->ffn_norm, &L->q_norm, &L->kv_norm, &L->sink,
                          &L->gate_bias, &L->tid2eid, &L->pool, &L->slots, &L->sh_pool};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ms_vk_buf_free(vk, bufs[i]);
-    ms_vk_weight *ws[] = {&L->wq_a, &L->wq_b, &L->wkv, &L->wo_b, &L->idx_wq_b, &L->idx_wproj, &L->gate};
+    ms_vk_weight *ws[] = {&L->wq_a, &L->wq_b, &L->wkv, &L->wo_b, &L->wo_a, &L->idx_wq_b, &L->idx_wproj, &L->gate};
     for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) ms_vk_weight_free(vk, ws[i]);
-    if (L->wo_a)
-        for (uint32_t g = 0; g < (L->wo_a_full ? 1 : c->o_groups); g++) ms_vk_weight_free(vk, &L->wo_a[g]);
-    ms_free(L->wo_a);
+    ms_vk_weight_free(vk, &L->wo_a);
     free_cmp(vk, &L->cmp);
     free_cmp(vk, &L->idx_cmp);
 }
@@ -299,7 +289,7 @@ static void vk_model_close(ms_engine *e) {
     vk_model *M = e->backend;
     if (!M) return;
     if (M->layers)
-        for (uint32_t li = 0; li < M->ref->cfg.n_layers; li++) free_layer(M->vk, &M->ref->cfg, &M->layers[li]);
+        for (uint32_t li = 0; li < M->ref->cfg.n_layers; li++) free_layer(M->vk, &M->layers[li]);
     ms_free(M->layers);
     ms_vk_buf *bufs[] = {&M->embed, &M->norm, &M->hc_head_base, &M->hc_head_scale, &M->sh_slots,
                          &M->zero_idx, &M->ones};
@@ -695,22 +685,25 @@ static int rec_attention(vk_session *S, ms_vk_cmd *cmd, uint32_t li, uint32_t n)
     ms_vk_cmd_barrier(cmd);
     TRY(mark(S, cmd, P_ATTENTION));
 
-    /* grouped output projection: group g's heads through its rows of wo_a, then wo_b */
+    /* grouped output projection: group g's heads through its rows of wo_a, then wo_b; one
+     * block-diagonal GEMV for all groups (in GEMV batches of up to MS_VK_BATCH tokens), or for
+     * groups that are not whole 128-row blocks the whole matrix on each group's heads and a copy
+     * of the group's rows */
     uint32_t gin = qdim / G;
-    for (uint32_t g = 0; g < G; g++) {
-        ms_vk_range xg = at(&S->o, (uint64_t)g * gin * 4);
-        if (!L->wo_a_full) {
-            TRY(mm(cmd, &L->wo_a[g], xg, qdim, at(&S->u, (uint64_t)g * ol * 4), G * ol, n));
-        } else {
-            TRY(mm(cmd, &L->wo_a[0], xg, qdim, whole(&S->u_full), G * ol, n));
-            ms_vk_cmd_barrier(cmd);
-            for (uint32_t t = 0; t < n; t++) {
-                uint64_t off = ((uint64_t)t * G * ol + (uint64_t)g * ol) * 4;
-                ms_vk_cmd_copy(cmd, ms_vk_buf_range(&S->u_full, off, (uint64_t)ol * 4),
-                               ms_vk_buf_range(&S->u, off, (uint64_t)ol * 4));
-            }
-            ms_vk_cmd_barrier(cmd);
+    for (uint32_t t0 = 0, nb; L->wo_a_grouped && t0 < n; t0 += nb) {
+        nb = n - t0 < MS_VK_BATCH ? n - t0 : MS_VK_BATCH;
+        TRY(ms_vk_rec_gemv_grouped(cmd, &L->wo_a, at(&S->o, (uint64_t)t0 * qdim * 4), qdim, ol, gin,
+                                   at(&S->u, (uint64_t)t0 * G * ol * 4), G * ol, nb, NULL));
+    }
+    for (uint32_t g = 0; !L->wo_a_grouped && g < G; g++) {
+        TRY(mm(cmd, &L->wo_a, at(&S->o, (uint64_t)g * gin * 4), qdim, whole(&S->u_full), G * ol, n));
+        ms_vk_cmd_barrier(cmd);
+        for (uint32_t t = 0; t < n; t++) {
+            uint64_t off = ((uint64_t)t * G * ol + (uint64_t)g * ol) * 4;
+            ms_vk_cmd_copy(cmd, ms_vk_buf_range(&S->u_full, off, (uint64_t)ol * 4),
+                           ms_vk_buf_range(&S->u, off, (uint64_t)ol * 4));
         }
+        ms_vk_cmd_barrier(cmd);
     }
     ms_vk_cmd_barrier(cmd);
     TRY(gemv(cmd, &L->wo_b, &S->u, G * ol, &S->y, dim, n));

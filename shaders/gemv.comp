@@ -40,8 +40,10 @@ const uint NACC = ROWS * NCOLS;
 const uint NSG_MAX = (WG + SG_MIN - 1u) / SG_MIN;
 shared float red[NSG_MAX * NACC];
 
+uint g_xoff; // grouped GEMV: where this workgroup's group of rows reads x (all its rows share one)
+
 vec4 load_x(uint c, uint e) { // e: element index, a multiple of 4
-    const uint i = c * p.x_stride + e;
+    const uint i = c * p.x_stride + g_xoff + e;
     if (X_VEC4 != 0u) return x4[i >> 2];
     return vec4(xs[i], xs[i + 1u], xs[i + 2u], xs[i + 3u]);
 }
@@ -51,6 +53,7 @@ void main() {
     const uint wgid = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
     const uint row0 = wgid * ROWS;
     if (row0 >= p.m) return; // whole workgroup: the 2-D grid may overshoot
+    g_xoff = p.group_rows != 0u ? (p.y_row0 + row0) / p.group_rows * p.group_x : 0u;
     const uint tid = gl_LocalInvocationID.x;
     const uint nch = p.k / ELEMS; // 16-byte chunks per row (shape rules make this exact)
 

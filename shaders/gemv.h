@@ -46,10 +46,12 @@ MS_STRUCT_BEGIN(ms_gemv_push)
     MS_U32 x_stride; /* floats between activation columns, >= k */
     MS_U32 y_stride; /* floats between output columns */
     MS_U32 y_row0;   /* output row of this part's row 0 */
+    MS_U32 group_rows; /* 0, or grouped: output row r reads x at (r / group_rows) * group_x */
+    MS_U32 group_x;
 MS_STRUCT_END(ms_gemv_push)
 
 #ifndef MS_GLSL
-_Static_assert(sizeof(ms_gemv_push) == 20, "ms_gemv_push must match its GLSL std430 layout");
+_Static_assert(sizeof(ms_gemv_push) == 28, "ms_gemv_push must match its GLSL std430 layout");
 #endif
 
 #endif

@@ -10,5 +10,6 @@ const ops_family *const ops_families[] = {
     &ops_fam_hc_mix,
     &ops_fam_gemm,
     &ops_fam_moe_grouped,
+    &ops_fam_gemv_grouped,
     NULL,
 };

@@ -77,6 +77,7 @@ extern const ops_family ops_fam_attention;
 extern const ops_family ops_fam_kv_store;
 extern const ops_family ops_fam_moe;
 extern const ops_family ops_fam_hc_mix;
+extern const ops_family ops_fam_gemv_grouped;
 extern const ops_family ops_fam_gemm;
 /* tests/ops_gemm.c: the GEMM tune candidates (each run by the gemm family, swept by --perf). */
 extern const ms_vk_gemm_tune ops_gemm_tunes[];

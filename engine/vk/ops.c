@@ -267,8 +267,27 @@ static void tune_resolve(const ms_vk_caps *caps, ms_wenc enc, uint32_t m, uint32
 
 /* ---------------------------------------------------------------- GEMV */
 
+static int rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t x_stride, uint32_t group_rows,
+                    uint32_t group_x, ms_vk_range y, uint32_t y_stride, uint32_t n, const ms_vk_gemv_tune *tune);
+
 int ms_vk_rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t x_stride, ms_vk_range y,
                    uint32_t y_stride, uint32_t n, const ms_vk_gemv_tune *tune) {
+    return rec_gemv(c, w, x, x_stride, 0, 0, y, y_stride, n, tune);
+}
+
+int ms_vk_rec_gemv_grouped(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t x_stride,
+                           uint32_t group_rows, uint32_t group_x, ms_vk_range y, uint32_t y_stride, uint32_t n,
+                           const ms_vk_gemv_tune *tune) {
+    if (!w || !group_rows || w->m % group_rows || group_rows % 128) {
+        MS_LOGE("rec_gemv_grouped: groups of %u rows must be a multiple of 128 that divides the %u rows",
+                group_rows, w ? w->m : 0);
+        return -MS_E_INVALID_ARG;
+    }
+    return rec_gemv(c, w, x, x_stride, group_rows, group_x, y, y_stride, n, tune);
+}
+
+static int rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t x_stride, uint32_t group_rows,
+                    uint32_t group_x, ms_vk_range y, uint32_t y_stride, uint32_t n, const ms_vk_gemv_tune *tune) {
     if (!c || !w) return -MS_E_INVALID_ARG;
     ms_vk *vk = ms_vk_cmd_vk(c);
     const ms_vk_caps *caps = ms_vk_get_caps(vk);
@@ -287,7 +306,8 @@ int ms_vk_rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t 
                 y_stride);
         return -MS_E_INVALID_ARG;
     }
-    const uint64_t x_need = ((uint64_t)(n - 1) * x_stride + w->k) * 4;
+    const uint64_t x_need =
+        ((uint64_t)(n - 1) * x_stride + (group_rows ? (uint64_t)(w->m / group_rows - 1) * group_x : 0) + w->k) * 4;
     const uint64_t y_need = ((uint64_t)(n - 1) * y_stride + w->m) * 4;
     if (x.size < x_need || y.size < y_need || !x.buffer || !y.buffer) {
         MS_LOGE("rec_gemv: %s [%u x %u], n %u: x range %llu bytes (need %llu: (n-1)*x_stride %u + k floats), "
@@ -370,7 +390,13 @@ int ms_vk_rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t 
     spec[MS_GEMV_SPEC_WG] = t.wg_size;
     spec[MS_GEMV_SPEC_UNROLL] = t.unroll;
     spec[MS_GEMV_SPEC_NCOLS] = n;
-    spec[MS_GEMV_SPEC_X_VEC4] = (x_stride % 4 == 0 && x.offset % 16 == 0) ? 1u : 0u;
+    spec[MS_GEMV_SPEC_X_VEC4] = (x_stride % 4 == 0 && group_x % 4 == 0 && x.offset % 16 == 0) ? 1u : 0u;
+    /* grouped: a workgroup's rows (rows_per_wg, a power of two) must share one group, which holds
+     * when they divide 128 (part and group starts are multiples of 128) */
+    if (group_rows && 128 % t.rows_per_wg) {
+        MS_LOGE("rec_gemv: %s: a grouped GEMV needs rows_per_wg dividing 128, got %u", en, t.rows_per_wg);
+        return -MS_E_UNSUPPORTED;
+    }
     const char *variant = tiled ? k_gemv_tiled_variant[w->enc] : k_gemv_variant[w->enc];
     ms_vk_pipeline *pipe;
     int rc = ms_vk_pipeline_get(vk, variant, spec, MS_GEMV_N_SPEC, req_sg, &pipe);
@@ -395,8 +421,8 @@ int ms_vk_rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t 
         b[MS_GEMV_BIND_S] = sb ? ms_vk_buf_range(&w->part[i].scale, 0, sb) : b[MS_GEMV_BIND_W];
         b[MS_GEMV_BIND_X] = x;
         b[MS_GEMV_BIND_Y] = y;
-        const ms_gemv_push pc = {
-            .m = rows, .k = w->k, .x_stride = x_stride, .y_stride = y_stride, .y_row0 = row0};
+        const ms_gemv_push pc = {.m = rows, .k = w->k, .x_stride = x_stride, .y_stride = y_stride, .y_row0 = row0,
+                                 .group_rows = group_rows, .group_x = group_x};
         const uint32_t groups = (rows + t.rows_per_wg - 1) / t.rows_per_wg;
         const uint32_t gx = groups < caps->max_workgroup_count[0] ? groups : caps->max_workgroup_count[0];
         const uint32_t gy = (groups + gx - 1) / gx;

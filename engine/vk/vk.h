@@ -264,6 +264,12 @@ void ms_vk_gemv_tune_default(const ms_vk *vk, ms_wenc enc, ms_vk_gemv_tune *out)
  * Records one dispatch per weight part. */
 int ms_vk_rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t x_stride,
                    ms_vk_range y, uint32_t y_stride, uint32_t n, const ms_vk_gemv_tune *tune);
+/* A block-diagonal GEMV (V4's grouped output projection wo_a): output row r reads x at element
+ * (r / group_rows) * group_x of each column, so group g's rows multiply x[c][g*group_x ..
+ * g*group_x + k). group_rows: a multiple of 128 dividing m. One dispatch for all the groups. */
+int ms_vk_rec_gemv_grouped(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t x_stride,
+                           uint32_t group_rows, uint32_t group_x, ms_vk_range y, uint32_t y_stride, uint32_t n,
+                           const ms_vk_gemv_tune *tune);
 
 /* RMSNorm rows: x, y [n_rows][dim] F32 (may be the same range), w [dim] F32 or BF16. */
 int ms_vk_rec_rmsnorm(ms_vk_cmd *c, ms_vk_range x, ms_vk_range w, ms_wenc w_enc, ms_vk_range y,
