@@ -406,19 +406,11 @@ static int rec_gemv(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t
         return rc;
     }
 
-    const uint64_t rb = row_bytes(w->enc, w->k);
     for (uint32_t i = 0; i < w->n_parts; i++) {
         const uint32_t row0 = w->part[i].row0, rows = w->part[i].rows;
-        if (rows < 1 || (uint64_t)row0 + rows > w->m || (i + 1 < w->n_parts && row0 % ROW_ALIGN) ||
-            w->part[i].data.size < rb * rows) {
-            MS_LOGE("rec_gemv: %s [%u x %u]: part %u (rows %u+%u) is inconsistent", en, w->m, w->k, i, row0, rows);
-            return -MS_E_INVALID_ARG;
-        }
-        const uint64_t sb = (scale_bytes(w->enc, row0, rows, w->k) + 3) / 4 * 4;
         ms_vk_range b[4];
-        b[MS_GEMV_BIND_W] = ms_vk_buf_range(&w->part[i].data, 0, rb * rows);
-        /* F32/BF16 never read binding 1; bind the data range so the descriptor is valid. */
-        b[MS_GEMV_BIND_S] = sb ? ms_vk_buf_range(&w->part[i].scale, 0, sb) : b[MS_GEMV_BIND_W];
+        rc = ms_vk_op_weight_part("rec_gemv", w, i, &b[MS_GEMV_BIND_W], &b[MS_GEMV_BIND_S]);
+        if (rc) return rc;
         b[MS_GEMV_BIND_X] = x;
         b[MS_GEMV_BIND_Y] = y;
         const ms_gemv_push pc = {.m = rows, .k = w->k, .x_stride = x_stride, .y_stride = y_stride, .y_row0 = row0,

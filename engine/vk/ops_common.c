@@ -39,3 +39,17 @@ int ms_vk_op_dispatch(ms_vk_cmd *c, const char *variant, const uint32_t *spec, u
 bool ms_vk_op_overlap(ms_vk_range a, ms_vk_range b) {
     return a.buffer == b.buffer && a.offset < b.offset + b.size && b.offset < a.offset + a.size;
 }
+
+int ms_vk_op_weight_part(const char *op, const ms_vk_weight *w, uint32_t i, ms_vk_range *data, ms_vk_range *scale) {
+    const uint32_t row0 = w->part[i].row0, rows = w->part[i].rows;
+    const uint64_t db = ms_wenc_data_bytes(w->enc, rows, w->k);
+    if (rows < 1 || (uint64_t)row0 + rows > w->m || (i + 1 < w->n_parts && row0 % 128) || w->part[i].data.size < db) {
+        MS_LOGE("%s: %s [%u x %u]: part %u (rows %u+%u) is inconsistent", op, ms_wenc_name(w->enc), w->m, w->k, i,
+                row0, rows);
+        return -MS_E_INVALID_ARG;
+    }
+    const uint64_t sb = (ms_wenc_scale_rows_bytes(w->enc, row0, rows, w->k) + 3) / 4 * 4;
+    *data = ms_vk_buf_range(&w->part[i].data, 0, db);
+    *scale = sb ? ms_vk_buf_range(&w->part[i].scale, 0, sb) : *data;
+    return 0;
+}

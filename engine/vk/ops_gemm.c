@@ -13,7 +13,6 @@
 #include "common/status.h"
 #include "shaders/gemm.h"
 
-#define ROW_ALIGN 128u /* part boundaries (ms_vk_weight_upload) */
 #define VENDOR_NVIDIA 0x10DEu
 
 static const char *const k_gemm_variant[MS_WENC_COUNT] = {"gemm_f32", "gemm_bf16", "gemm_fp8", "gemm_fp4"};
@@ -185,20 +184,12 @@ int ms_vk_rec_gemm(ms_vk_cmd *c, const ms_vk_weight *w, ms_vk_range x, uint32_t 
         return rc;
     }
 
-    const uint64_t rb = (uint64_t)w->k * 16 / k_chunk_elems[w->enc];
     const uint64_t n_tok_tiles = ((uint64_t)n + t.tile_tokens - 1) / t.tile_tokens;
     for (uint32_t i = 0; i < w->n_parts; i++) {
         const uint32_t row0 = w->part[i].row0, rows = w->part[i].rows;
-        if (rows < 1 || (uint64_t)row0 + rows > w->m || (i + 1 < w->n_parts && row0 % ROW_ALIGN) ||
-            w->part[i].data.size < rb * rows) {
-            MS_LOGE("rec_gemm: %s [%u x %u]: part %u (rows %u+%u) is inconsistent", en, w->m, w->k, i, row0, rows);
-            return -MS_E_INVALID_ARG;
-        }
-        const uint64_t sb = (ms_wenc_scale_rows_bytes(w->enc, row0, rows, w->k) + 3) / 4 * 4;
         ms_vk_range b[4];
-        b[MS_GEMM_BIND_W] = ms_vk_buf_range(&w->part[i].data, 0, rb * rows);
-        /* F32/BF16 never read binding 1; bind the data range so the descriptor is valid. */
-        b[MS_GEMM_BIND_S] = sb ? ms_vk_buf_range(&w->part[i].scale, 0, sb) : b[MS_GEMM_BIND_W];
+        rc = ms_vk_op_weight_part("rec_gemm", w, i, &b[MS_GEMM_BIND_W], &b[MS_GEMM_BIND_S]);
+        if (rc) return rc;
         b[MS_GEMM_BIND_X] = x;
         b[MS_GEMM_BIND_Y] = y;
         const ms_gemm_push pc = {

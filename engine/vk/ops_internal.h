@@ -32,6 +32,12 @@ int ms_vk_op_dispatch(ms_vk_cmd *c, const char *variant, const uint32_t *spec, u
                       const ms_vk_range *b, uint32_t n_b, void *push, size_t push_size,
                       uint32_t *groups_x, uint64_t n_groups);
 
+/* Part i of an uploaded weight as its two bindings: its rows' data and their scales (for F32 and
+ * BF16, which have none and whose shaders never read the scale binding, the data range again so
+ * the descriptor is valid), after checking the part against the weight (rows inside it, inner
+ * boundaries on 128-row blocks, data large enough). -MS_E_INVALID_ARG, logged under op, when not. */
+int ms_vk_op_weight_part(const char *op, const ms_vk_weight *w, uint32_t i, ms_vk_range *data, ms_vk_range *scale);
+
 /* The expert layout is one ms_vk_expert_layout_make could have made and the MoE shaders can run
  * (engine/vk/ops_moe.c): shape rules, 256-byte-aligned parts inside the record. */
 bool ms_vk_expert_layout_ok(const ms_vk_expert_layout *L);
