@@ -1,5 +1,6 @@
 /* tools/cli.c — shared argument helpers (cli.h). */
 #include "tools/cli.h"
+#include "engine/engine.h"
 #include "tools/env.h"
 
 #include <errno.h>
@@ -143,10 +144,33 @@ int ms_cli_load_tokens(const char *list, const char *file, uint32_t **out, uint3
     return ok ? 0 : -1;
 }
 
-int ms_cli_model_input(const char *cmd, struct ms_vk_opts *vk, const char *list, const char *file,
-                       uint32_t **out, uint32_t *n) {
+int ms_cli_model_arg(const char *cmd, void (*usage)(FILE *), int argc, char **argv, int *i,
+                     ms_cli_model_args *m, struct ms_engine_opts *eo) {
+    const char *a = argv[*i];
+    const char **dst = NULL, *need = NULL;
+    if (!strcmp(a, "-m") || !strcmp(a, "--model")) dst = &m->dir, need = "%s needs a directory";
+    else if (!strcmp(a, "--tokens")) dst = &m->tokens, need = "%s needs a list of token ids";
+    else if (!strcmp(a, "--tokens-file")) dst = &m->tokens_file, need = "%s needs a file name";
+    else if (!strcmp(a, "--no-fake-quant")) {
+        eo->no_fq_kv = eo->no_fq_index = true;
+        return 1;
+    } else
+        return 0;
+    if (++*i >= argc) return ms_cli_bad_usage(cmd, usage, need, a);
+    *dst = argv[*i];
+    return 1;
+}
+
+int ms_cli_model_input(const char *cmd, void (*usage)(FILE *), const ms_cli_model_args *m,
+                       struct ms_engine_opts *eo, uint32_t **out, uint32_t *n) {
+    if (!m->dir) return ms_cli_bad_usage(cmd, usage, "%s", "-m MODEL_DIR is required");
+    if (!m->tokens && !m->tokens_file)
+        return ms_cli_bad_usage(cmd, usage, "%s", "--tokens or --tokens-file is required");
+    if (m->tokens && m->tokens_file)
+        return ms_cli_bad_usage(cmd, usage, "%s", "give --tokens or --tokens-file, not both");
     char msg[512];
-    if (ms_env_vk_opts(vk, msg, sizeof msg) != 0 || ms_cli_load_tokens(list, file, out, n, msg, sizeof msg) != 0) {
+    if (ms_env_vk_opts(&eo->vk, msg, sizeof msg) != 0 ||
+        ms_cli_load_tokens(m->tokens, m->tokens_file, out, n, msg, sizeof msg) != 0) {
         fprintf(stderr, "moestream %s: %s\n", cmd, msg);
         return 2;
     }

@@ -24,11 +24,20 @@ bool ms_cli_parse_u32(const char *s, uint32_t *out);
 int ms_cli_load_tokens(const char *list, const char *file, uint32_t **out, uint32_t *n, char *msg,
                        size_t msg_len);
 
-struct ms_vk_opts;
-/* What a command that runs a model over a token list does after its options: the environment's
- * Vulkan options into *vk (tools/env.h), then the tokens as ms_cli_load_tokens. On an error,
- * "moestream CMD: message" on stderr and 2 (bad usage); else 0. */
-int ms_cli_model_input(const char *cmd, struct ms_vk_opts *vk, const char *list, const char *file,
-                       uint32_t **out, uint32_t *n);
+struct ms_engine_opts;
+/* The options of a command that runs a model over a token list (logits, diff). */
+typedef struct ms_cli_model_args {
+    const char *dir, *tokens, *tokens_file;
+} ms_cli_model_args;
+/* argv[*i] as one of those options: -m/--model DIR, --tokens LIST, --tokens-file FILE,
+ * --no-fake-quant (into *eo). 1: it was (*i now at its last word), 0: it is not, 2: it was
+ * malformed (the bad-usage message is out, with the command's usage). */
+int ms_cli_model_arg(const char *cmd, void (*usage)(FILE *), int argc, char **argv, int *i,
+                     ms_cli_model_args *m, struct ms_engine_opts *eo);
+/* After the options: -m and exactly one token source required (else bad usage, 2), the
+ * environment's Vulkan options into eo (tools/env.h), then the tokens as ms_cli_load_tokens (an
+ * error: "moestream CMD: message" on stderr and 2). 0 and *out, *n otherwise. */
+int ms_cli_model_input(const char *cmd, void (*usage)(FILE *), const ms_cli_model_args *m,
+                       struct ms_engine_opts *eo, uint32_t **out, uint32_t *n);
 
 #endif

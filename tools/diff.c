@@ -353,43 +353,31 @@ static int open_side(const char *dir, ms_engine_opts eo, ms_backend b, uint32_t 
 }
 
 int ms_cmd_diff(int argc, char **argv) {
-    const char *dir = NULL, *tok_arg = NULL, *tok_file = NULL;
+    ms_cli_model_args ma = {0};
     bool json = false;
     double threshold = DEFAULT_THRESHOLD;
     ms_engine_opts eo = ms_engine_opts_default();
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1, r; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            if (++i >= argc) return bad_usage("%s needs a directory", a);
-            dir = argv[i];
-        } else if (!strcmp(a, "--tokens")) {
-            if (++i >= argc) return bad_usage("%s needs a list of token ids", a);
-            tok_arg = argv[i];
-        } else if (!strcmp(a, "--tokens-file")) {
-            if (++i >= argc) return bad_usage("%s needs a file name", a);
-            tok_file = argv[i];
+        } else if ((r = ms_cli_model_arg("diff", usage, argc, argv, &i, &ma, &eo)) != 0) {
+            if (r != 1) return r;
         } else if (!strcmp(a, "--threshold")) {
             char *end = NULL;
             if (++i < argc) threshold = strtod(argv[i], &end);
             if (i >= argc || !end || end == argv[i] || *end || !(threshold > 0) || !isfinite(threshold))
                 return bad_usage("--threshold needs a positive number, got '%s'", i < argc ? argv[i] : "");
-        } else if (!strcmp(a, "--no-fake-quant")) {
-            eo.no_fq_kv = eo.no_fq_index = true;
         } else if (!strcmp(a, "--json")) {
             json = true;
         } else {
             return bad_usage("unknown option '%s'", a);
         }
     }
-    if (!dir) return bad_usage("%s", "-m MODEL_DIR is required");
-    if (!tok_arg && !tok_file) return bad_usage("%s", "--tokens or --tokens-file is required");
-    if (tok_arg && tok_file) return bad_usage("%s", "give --tokens or --tokens-file, not both");
-
     uint32_t *tokens = NULL, n = 0;
-    if (ms_cli_model_input("diff", &eo.vk, tok_arg, tok_file, &tokens, &n) != 0) return 2;
+    if (ms_cli_model_input("diff", usage, &ma, &eo, &tokens, &n) != 0) return 2;
+    const char *dir = ma.dir;
 
     int status = 1, rc;
     ms_engine *ec = NULL, *ev = NULL;

@@ -105,24 +105,17 @@ static uint32_t first_nonfinite(const float *logits, uint32_t n, uint32_t vocab,
 }
 
 int ms_cmd_logits(int argc, char **argv) {
-    const char *dir = NULL, *tok_arg = NULL, *tok_file = NULL;
+    ms_cli_model_args ma = {0};
     uint32_t top = 5, chunk = 0;
     bool all = false;
     ms_engine_opts eo = ms_engine_opts_default();
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1, r; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            if (++i >= argc) return bad_usage("%s needs a directory", a);
-            dir = argv[i];
-        } else if (!strcmp(a, "--tokens")) {
-            if (++i >= argc) return bad_usage("%s needs a list of token ids", a);
-            tok_arg = argv[i];
-        } else if (!strcmp(a, "--tokens-file")) {
-            if (++i >= argc) return bad_usage("%s needs a file name", a);
-            tok_file = argv[i];
+        } else if ((r = ms_cli_model_arg("logits", usage, argc, argv, &i, &ma, &eo)) != 0) {
+            if (r != 1) return r;
         } else if (!strcmp(a, "--top")) {
             if (++i >= argc || !ms_cli_parse_u32(argv[i], &top) || top == 0)
                 return bad_usage("--top needs a positive integer, got '%s'", i < argc ? argv[i] : "");
@@ -135,18 +128,13 @@ int ms_cmd_logits(int argc, char **argv) {
             if (++i >= argc || ms_backend_from_name(argv[i], &eo.backend) != 0)
                 return bad_usage("--backend takes auto, cpu or vulkan, got '%s'",
                                  i < argc ? argv[i] : "");
-        } else if (!strcmp(a, "--no-fake-quant")) {
-            eo.no_fq_kv = eo.no_fq_index = true;
         } else {
             return bad_usage("unknown option '%s'", a);
         }
     }
-    if (!dir) return bad_usage("%s", "-m MODEL_DIR is required");
-    if (!tok_arg && !tok_file) return bad_usage("%s", "--tokens or --tokens-file is required");
-    if (tok_arg && tok_file) return bad_usage("%s", "give --tokens or --tokens-file, not both");
-
     uint32_t *tokens = NULL, n = 0;
-    if (ms_cli_model_input("logits", &eo.vk, tok_arg, tok_file, &tokens, &n) != 0) return 2;
+    if (ms_cli_model_input("logits", usage, &ma, &eo, &tokens, &n) != 0) return 2;
+    const char *dir = ma.dir;
 
     int status = 1, rc;
     char err[4096];
