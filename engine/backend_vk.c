@@ -102,11 +102,10 @@ typedef struct vk_session {
     bool nf_seen;
     uint32_t nf_pos, nf_layer;
     const char *nf_stage;
-    ms_vk_buf h[2], x, y, ysh, zeros, mix, post, comb, qr, q, kv, o, u, u_full, ca, cg, ia, ig, qi,
+    ms_vk_buf h[2], x, y, ysh, zeros, post, comb, qr, q, kv, o, u, u_full, ca, cg, ia, ig, qi,
         wi, idx_scratch, sel, att_scratch, glog, route, rw, act, sh_act, hfin, logits, logits_host;
     ms_vk_cmd *cmd[MS_VK_BATCH + 2]; /* per batch size 1..8, [MS_VK_BATCH + 1] the prefill one */
     bool recorded[MS_VK_BATCH + 2];
-    float *cs_tmp;                   /* [rope_dim] one host RoPE row */
     /* counts of the one-token recording: the layers together, and everything */
     uint32_t layer_dispatches, layer_barriers, total_dispatches;
     /* profiling: a one-token recording with a timestamp after each op class (mark) */
@@ -396,12 +395,11 @@ static void vk_session_free(ms_session *s) {
         }
     ms_free(S->ls);
     ms_vk_buf *b[] = {&S->step_host, &S->step, &S->h[0], &S->h[1], &S->x, &S->y, &S->ysh, &S->zeros,
-                      &S->mix, &S->part, &S->moe_scratch, &S->nf_flags, &S->nf_host, &S->post, &S->comb, &S->qr, &S->q, &S->kv, &S->o, &S->u, &S->u_full,
+                      &S->part, &S->moe_scratch, &S->nf_flags, &S->nf_host, &S->post, &S->comb, &S->qr, &S->q, &S->kv, &S->o, &S->u, &S->u_full,
                       &S->ca, &S->cg, &S->ia, &S->ig, &S->qi, &S->wi, &S->idx_scratch, &S->sel,
                       &S->att_scratch, &S->glog, &S->route, &S->rw, &S->act, &S->sh_act, &S->hfin,
                       &S->logits, &S->logits_host};
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) ms_vk_buf_free(vk, b[i]);
-    ms_free(S->cs_tmp);
     ms_free(S);
     s->backend = NULL;
 }
@@ -446,8 +444,7 @@ static int vk_session_create(ms_session *s) {
     uint64_t ring = (uint64_t)c->window + B - 1;
     S->ring_len = (uint32_t)(ring < s->max_tokens ? ring : s->max_tokens);
     S->ls = ms_calloc(c->n_layers, sizeof *S->ls);
-    S->cs_tmp = ms_malloc((size_t)c->rope_dim * sizeof(float));
-    int rc = S->ls && S->cs_tmp ? 0 : -MS_E_NOMEM;
+    int rc = S->ls ? 0 : -MS_E_NOMEM;
     uint32_t max_idx_rows = 1;
     for (uint32_t li = 0; !rc && li < c->n_layers; li++) {
         vk_layer_state *st = &S->ls[li];
@@ -505,7 +502,7 @@ static int vk_session_create(ms_session *s) {
     } bufs[] = {
         {&S->h[0], B * hc * dim * 4}, {&S->h[1], B * hc * dim * 4}, {&S->x, B * dim * 4},
         {&S->y, B * dim * 4}, {&S->ysh, B * dim * 4}, {&S->zeros, B * dim * 4},
-        {&S->mix, B * mixn * 4}, {&S->part, B * S->n_slices * (mixn + 1) * 4},
+        {&S->part, B * S->n_slices * (mixn + 1) * 4},
         {&S->moe_scratch, moe_scratch}, {&S->nf_flags, B * 4}, {&S->post, B * hc * 4}, {&S->comb, B * hc * hc * 4},
         {&S->qr, B * c->q_lora_rank * 4}, {&S->q, B * qdim * 4}, {&S->kv, B * hd * 4},
         {&S->o, B * qdim * 4}, {&S->u, B * c->o_groups * c->o_lora_rank * 4},
